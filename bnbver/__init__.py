@@ -1,0 +1,21 @@
+"""bnbver: a complete branch-and-bound verifier for ReLU neural networks."""
+
+from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.result import Result, Status
+from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
+
+__all__ = [
+    "Conv2d",
+    "Dense",
+    "Flatten",
+    "HalfSpaces",
+    "InputBox",
+    "MaxPool2d",
+    "Network",
+    "Property",
+    "ReLU",
+    "Result",
+    "Status",
+    "UnsafeSet",
+]
+__version__ = "0.1.0"

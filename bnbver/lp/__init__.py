@@ -1,0 +1,1 @@
+"""Linear programs as plain arrays (``model``) and the HiGHS adapter (``highs``)."""

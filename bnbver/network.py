@@ -1,0 +1,321 @@
+"""The network IR: a sequence of layers acting on flat vectors.
+
+Every layer maps a batch of flat inputs ``(B, n_in)`` to flat outputs ``(B, n_out)``; images
+are flattened in (C, H, W) order, as ONNX ``Flatten`` does, and convolution / pooling layers
+carry their ``in_shape`` and ``out_shape`` to reshape internally. This keeps bounds, LP and MILP
+code uniform: a ReLU layer of the network is just a vector of ``n_l`` neurons.
+
+Affine layers (:class:`Dense`, :class:`Conv2d`) expose ``forward(x)`` (exact float64),
+``backward(A)`` (the product ``A @ W`` for ``A`` of shape (..., n_out), which CROWN and the LP
+builder need) and ``matrix()`` (W as a dense array or a scipy sparse matrix).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Union
+
+import numpy as np
+import scipy.sparse as sp
+
+from bnbver.errors import InputError
+
+
+def _as_f64(a: Any) -> np.ndarray:
+    out = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+    out.setflags(write=False)
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Dense:
+    """Affine layer ``y = W x + b``.
+
+    Attributes:
+        weight: (n_out, n_in) float64.
+        bias: (n_out,) float64.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", _as_f64(self.weight))
+        object.__setattr__(self, "bias", _as_f64(self.bias))
+
+    @property
+    def in_size(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def out_size(self) -> int:
+        return int(self.weight.shape[0])
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Return ``x @ W.T + b`` for x of shape (B, n_in)."""
+        return x @ self.weight.T + self.bias
+
+    def backward(self, a: np.ndarray) -> np.ndarray:
+        """Return ``a @ W`` for a of shape (..., n_out)."""
+        return a @ self.weight
+
+    def matrix(self) -> np.ndarray:
+        """Return W as a dense (n_out, n_in) array."""
+        return self.weight
+
+
+@dataclass(frozen=True, eq=False)
+class Conv2d:
+    """2-D convolution (cross-correlation, as in torch and ONNX), on flat (C, H, W) vectors.
+
+    Attributes:
+        weight: (C_out, C_in, kh, kw) float64.
+        bias: (C_out,) float64.
+        stride: (sh, sw).
+        padding: (top, left, bottom, right) zero padding.
+        in_shape: (C_in, H, W).
+        out_shape: (C_out, H_out, W_out).
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    in_shape: tuple[int, int, int]
+    out_shape: tuple[int, int, int] = field(default=(0, 0, 0))
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", _as_f64(self.weight))
+        object.__setattr__(self, "bias", _as_f64(self.bias))
+        c_out, _, kh, kw = self.weight.shape
+        _, h, w = self.in_shape
+        pt, pl, pb, pr = self.padding
+        h_out = (h + pt + pb - kh) // self.stride[0] + 1
+        w_out = (w + pl + pr - kw) // self.stride[1] + 1
+        object.__setattr__(self, "out_shape", (int(c_out), int(h_out), int(w_out)))
+
+    @property
+    def in_size(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_size(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    @cached_property
+    def _sparse(self) -> sp.csr_matrix:
+        return _conv_matrix(self)
+
+    def matrix(self) -> sp.csr_matrix:
+        """Return the convolution as a sparse (n_out, n_in) matrix (without the bias)."""
+        return self._sparse
+
+    def flat_bias(self) -> np.ndarray:
+        """Return the bias repeated over output positions, shape (n_out,)."""
+        return np.repeat(self.bias, self.out_shape[1] * self.out_shape[2])
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Return the convolution of x, shape (B, n_in) -> (B, n_out), exact in float64."""
+        return np.asarray((self._sparse @ x.T).T) + self.flat_bias()
+
+    def backward(self, a: np.ndarray) -> np.ndarray:
+        """Return ``a @ W`` for a of shape (..., n_out)."""
+        flat = a.reshape(-1, a.shape[-1])
+        out = np.asarray((self._sparse.T @ flat.T).T)
+        return out.reshape(*a.shape[:-1], self.in_size)
+
+
+def _conv_matrix(conv: Conv2d) -> sp.csr_matrix:
+    """Build the sparse matrix of a convolution by enumerating (output, kernel tap) pairs."""
+    c_out, c_in, kh, kw = conv.weight.shape
+    _, h, w = conv.in_shape
+    _, h_out, w_out = conv.out_shape
+    pt, pl, _, _ = conv.padding
+    oc, oy, ox, ic, ky, kx = np.meshgrid(
+        np.arange(c_out), np.arange(h_out), np.arange(w_out),
+        np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij",
+    )
+    iy = oy * conv.stride[0] - pt + ky
+    ix = ox * conv.stride[1] - pl + kx
+    ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < w)
+    rows = ((oc * h_out + oy) * w_out + ox)[ok]
+    cols = ((ic * h + iy) * w + ix)[ok]
+    vals = conv.weight[oc[ok], ic[ok], ky[ok], kx[ok]]
+    shape = (conv.out_size, conv.in_size)
+    return sp.csr_matrix((vals, (rows, cols)), shape=shape)
+
+
+@dataclass(frozen=True)
+class ReLU:
+    """Elementwise max(x, 0); ``size`` neurons."""
+
+    size: int
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """Flatten (C, H, W) to a vector: the identity on flat vectors, kept to record shapes."""
+
+    size: int
+
+
+@dataclass(frozen=True)
+class MaxPool2d:
+    """2-D max pooling on flat (C, H, W) vectors; padded cells never win (they are -inf).
+
+    Attributes:
+        kernel: (kh, kw).
+        stride: (sh, sw).
+        padding: (top, left, bottom, right).
+        in_shape: (C, H, W).
+    """
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    in_shape: tuple[int, int, int]
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        c, h, w = self.in_shape
+        pt, pl, pb, pr = self.padding
+        h_out = (h + pt + pb - self.kernel[0]) // self.stride[0] + 1
+        w_out = (w + pl + pr - self.kernel[1]) // self.stride[1] + 1
+        return (c, h_out, w_out)
+
+    @property
+    def in_size(self) -> int:
+        return int(np.prod(self.in_shape))
+
+    @property
+    def out_size(self) -> int:
+        return int(np.prod(self.out_shape))
+
+    def window_indices(self) -> np.ndarray:
+        """Return (n_out, kh*kw) flat input indices of each window; -1 marks padding."""
+        c, h, w = self.in_shape
+        _, h_out, w_out = self.out_shape
+        kh, kw = self.kernel
+        pt, pl, _, _ = self.padding
+        oc, oy, ox, ky, kx = np.meshgrid(
+            np.arange(c), np.arange(h_out), np.arange(w_out),
+            np.arange(kh), np.arange(kw), indexing="ij",
+        )
+        iy = oy * self.stride[0] - pt + ky
+        ix = ox * self.stride[1] - pl + kx
+        idx = (oc * h + iy) * w + ix
+        idx = np.where((iy >= 0) & (iy < h) & (ix >= 0) & (ix < w), idx, -1)
+        return idx.reshape(c * h_out * w_out, kh * kw)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Return the pooled batch, (B, n_in) -> (B, n_out)."""
+        idx = self.window_indices()
+        padded = np.concatenate([x, np.full((x.shape[0], 1), -np.inf)], axis=1)
+        return padded[:, idx].max(axis=2)
+
+
+Layer = Union[Dense, Conv2d, ReLU, MaxPool2d, Flatten]
+AFFINE_TYPES = (Dense, Conv2d)
+
+
+def layer_sizes(layer: Layer, n_in: int) -> int:
+    """Return the flat output size of ``layer`` given its flat input size."""
+    if isinstance(layer, (Dense, Conv2d, MaxPool2d)):
+        return layer.out_size
+    return n_in
+
+
+@dataclass(frozen=True, eq=False)
+class Network:
+    """A feed-forward network: ``layers`` applied in order to flat inputs.
+
+    Attributes:
+        layers: the layers; every ReLU acts on the output of the layer before it.
+        input_shape: the shape of one input as the source model sees it (e.g. (1, 5) or
+            (3, 32, 32)); bnbver works on its flattening of size ``input_size``.
+        output_shape: the shape of one output in the source model.
+    """
+
+    layers: tuple[Layer, ...]
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "layers", tuple(self.layers))
+        _validate_layers(self.layers, self.input_size)
+        if not self.output_shape:
+            object.__setattr__(self, "output_shape", (self.num_outputs,))
+
+    @property
+    def input_size(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def sizes(self) -> list[int]:
+        """Flat sizes: ``sizes[i]`` is the input size of layer i; the last is the output size."""
+        out = [self.input_size]
+        for layer in self.layers:
+            out.append(layer_sizes(layer, out[-1]))
+        return out
+
+    @property
+    def num_outputs(self) -> int:
+        return self.sizes[-1]
+
+    @property
+    def relu_sizes(self) -> list[int]:
+        """Neuron count of each ReLU layer, in order."""
+        return [layer.size for layer in self.layers if isinstance(layer, ReLU)]
+
+    @property
+    def relu_positions(self) -> list[int]:
+        """Index in ``layers`` of each ReLU layer."""
+        return [i for i, layer in enumerate(self.layers) if isinstance(layer, ReLU)]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Return the exact float64 output for x of shape (B, n_in) or (n_in,)."""
+        out, _ = self.forward_with_preactivations(x)
+        return out
+
+    def forward_with_preactivations(self, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Return the output and the input of every ReLU layer, each (B, n_l).
+
+        A 1-D input gives a 1-D output and 1-D pre-activations.
+        """
+        single = np.ndim(x) == 1
+        h = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if h.shape[1] != self.input_size:
+            raise ValueError(f"input has {h.shape[1]} values, network takes {self.input_size}")
+        pre: list[np.ndarray] = []
+        for layer in self.layers:
+            if isinstance(layer, ReLU):
+                pre.append(h)
+                h = np.maximum(h, 0.0)
+            elif isinstance(layer, Flatten):
+                continue
+            else:
+                h = layer.forward(h)
+        if single:
+            return h[0], [p[0] for p in pre]
+        return h, pre
+
+    def to_torch(self, dtype: Any = None, device: Any = "cpu") -> Any:
+        """Return an equivalent ``torch.nn.Module`` on flat inputs (B, n_in)."""
+        from bnbver.torch_model import build_torch_module
+
+        return build_torch_module(self, dtype=dtype, device=device)
+
+
+def _validate_layers(layers: Sequence[Layer], n_in: int) -> None:
+    """Check sizes chain and weights are finite; raise InputError naming the layer otherwise."""
+    size = n_in
+    for i, layer in enumerate(layers):
+        if isinstance(layer, (Dense, Conv2d)):
+            if not (np.all(np.isfinite(layer.weight)) and np.all(np.isfinite(layer.bias))):
+                raise InputError(f"layer {i}", "NaN or infinite weights")
+        expected = getattr(layer, "in_size", getattr(layer, "size", size))
+        if expected != size:
+            raise InputError(f"layer {i}", f"expects {expected} inputs, gets {size}")
+        size = layer_sizes(layer, size)
