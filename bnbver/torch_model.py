@@ -29,8 +29,8 @@ class _ConvFlat(nn.Module):
 
     def __init__(self, layer: Conv2d, dtype: torch.dtype, device: Any) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.as_tensor(layer.weight, dtype=dtype, device=device))
-        self.bias = nn.Parameter(torch.as_tensor(layer.bias, dtype=dtype, device=device))
+        self.weight = nn.Parameter(torch.tensor(layer.weight, dtype=dtype, device=device))
+        self.bias = nn.Parameter(torch.tensor(layer.bias, dtype=dtype, device=device))
         self.layer = layer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,8 +59,8 @@ class _PoolFlat(nn.Module):
 def _dense(layer: Dense, dtype: torch.dtype, device: Any) -> nn.Linear:
     lin = nn.Linear(layer.in_size, layer.out_size).to(dtype=dtype, device=device)
     with torch.no_grad():
-        lin.weight.copy_(torch.as_tensor(layer.weight, dtype=dtype))
-        lin.bias.copy_(torch.as_tensor(layer.bias, dtype=dtype))
+        lin.weight.copy_(torch.tensor(layer.weight, dtype=dtype))
+        lin.bias.copy_(torch.tensor(layer.bias, dtype=dtype))
     return lin
 
 

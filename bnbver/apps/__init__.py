@@ -1,0 +1,1 @@
+"""Applications of the MILP view of networks (seed papers)."""

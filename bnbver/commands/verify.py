@@ -1,0 +1,56 @@
+"""``bnbver verify NET PROP``: decide one VNN-LIB property, VNN-COMP style.
+
+Writes the result file (``sat`` with the counterexample, ``unsat``, ``timeout`` or
+``unknown``) to ``--out`` and prints the status word on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from bnbver.driver import VerifierOptions, verify
+from bnbver.io.loaders import load_network, load_properties
+from bnbver.result import Result, Status, format_vnncomp
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Add the arguments of ``verify``."""
+    parser.add_argument("net", help="network file (.onnx or .nnet)")
+    parser.add_argument("prop", help="property file (.vnnlib)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
+    parser.add_argument("--out", help="write the VNN-COMP result file here")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the falsifier")
+    parser.add_argument("--branching", default=None, help="branching heuristic name")
+    parser.add_argument("--split", choices=["auto", "relu", "input"], default="auto",
+                        help="what to branch on (default: auto by input dimension)")
+    parser.add_argument("--jobs", type=int, default=1, help="parallel subtrees (joblib)")
+    parser.add_argument("--device", default="cpu", help="torch device for the bounds")
+
+
+def summary(result: Result) -> str:
+    """Return a one-line human summary of a result."""
+    s = result.stats
+    return (f"{result.status.value} in {result.wall_time:.2f}s: {s.nodes} nodes, "
+            f"depth {s.max_depth}, {s.bound_calls} bound calls, {s.lp_calls} LPs"
+            + (f" ({result.message})" if result.message else ""))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Verify and write the result; exit 0 whatever the verdict (1 on a solver error)."""
+    start = time.monotonic()
+    network = load_network(args.net)
+    props = load_properties(args.prop, network)
+    options = VerifierOptions.from_kwargs(
+        timeout=max(args.timeout - (time.monotonic() - start), 0.1), seed=args.seed,
+        branching=args.branching, split=args.split, jobs=args.jobs, device=args.device,
+    )
+    result = verify(network, props, options, source_path=args.net)
+    text = format_vnncomp(result)
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text.splitlines()[0])
+    print(summary(result), file=sys.stderr)
+    return 1 if result.status is Status.ERROR else 0

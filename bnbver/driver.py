@@ -1,0 +1,171 @@
+"""``verify``: the verification pipeline, composing every module's options.
+
+Pipeline per property (a VNN-LIB file with a disjunction of input boxes is several properties;
+the file is violated when any is, and holds when all do):
+
+1. falsify: random samples + PGD on the torch model (``attack``);
+2. prove: root bounds then branch and bound (``bab``), which may also find counterexamples.
+
+Any exception inside one run becomes ``Result(ERROR, message=...)`` so a benchmark run never
+dies on one bad instance; input errors (``InputError``) are raised at the public boundary
+before any work starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from bnbver.attack import AttackOptions, falsify
+from bnbver.errors import BnbverError, InputError
+from bnbver.network import Network
+from bnbver.result import Certificate, Counterexample, Leaf, Result, Stats, Status
+from bnbver.spec import Property, validate_property
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class VerifierOptions:
+    """Everything ``verify`` can be told; each sub-module owns its own options type.
+
+    Attributes:
+        timeout: wall-clock seconds for the whole run.
+        seed: seed of every random choice.
+        attack: falsifier budget.
+        bab: branch-and-bound options (a ``bnbver.bab.loop.BabOptions``; None = defaults).
+    """
+
+    timeout: float = 300.0
+    seed: int = 0
+    attack: AttackOptions = field(default_factory=AttackOptions)
+    bab: Any = None
+
+    @staticmethod
+    def from_kwargs(**kwargs: Any) -> VerifierOptions:
+        """Build options from flat keywords; unknown names raise InputError.
+
+        Top-level names (timeout, seed) set this class; names of ``AttackOptions`` fields
+        set the attack; every other name is passed to ``BabOptions``.
+        """
+        from bnbver.bab.loop import BabOptions
+
+        top = {k: kwargs.pop(k) for k in ("timeout", "seed") if k in kwargs}
+        attack_names = {f.name for f in fields(AttackOptions)}
+        attack = AttackOptions(**{k: kwargs.pop(k) for k in list(kwargs) if k in attack_names})
+        bab_names = {f.name for f in fields(BabOptions)}
+        unknown = [k for k in kwargs if k not in bab_names]
+        if unknown:
+            raise InputError("options", f"unknown option(s) {unknown}")
+        bab = BabOptions(**{k: v for k, v in kwargs.items() if v is not None})
+        return VerifierOptions(attack=attack, bab=bab, **top)
+
+
+def _as_properties(properties: Property | Sequence[Property]) -> list[Property]:
+    if isinstance(properties, Property):
+        return [properties]
+    return list(properties)
+
+
+def _validate(network: Network, props: list[Property]) -> None:
+    if not isinstance(network, Network):
+        raise InputError("network", f"expected a bnbver Network, got {type(network).__name__}")
+    if not props:
+        raise InputError("property", "no property given")
+    for p in props:
+        validate_property(p, network.input_size, network.num_outputs, p.name or "property")
+
+
+def verify(network: Network, properties: Property | Sequence[Property],
+           options: VerifierOptions | None = None, source_path: str | Path | None = None,
+           **kwargs: Any) -> Result:
+    """Decide whether ``network`` satisfies ``properties``; sound and complete given time.
+
+    Args:
+        network: the network.
+        properties: one property, or several whose union is the question (VNN-LIB disjunction
+            of input boxes).
+        options: verifier options; keywords in ``kwargs`` build them when None.
+        source_path: the ONNX file the network came from, to re-check counterexamples with
+            onnxruntime.
+
+    Returns:
+        The Result. VIOLATED carries a float64-checked counterexample; HOLDS a certificate.
+
+    Raises:
+        InputError: the network or a property is malformed or they do not fit.
+    """
+    props = _as_properties(properties)
+    _validate(network, props)
+    options = options or VerifierOptions.from_kwargs(**kwargs)
+    start = time.monotonic()
+    deadline = start + options.timeout
+    stats = Stats()
+    try:
+        result = _verify_all(network, props, options, deadline, stats)
+    except BnbverError as exc:
+        log.exception("verification failed")
+        result = Result(Status.ERROR, stats=stats, message=str(exc))
+    result = replace(result, wall_time=time.monotonic() - start)
+    if result.status is Status.VIOLATED and source_path is not None:
+        result = _recheck_onnx(result, source_path, props)
+    return result
+
+
+def _verify_all(network: Network, props: list[Property], options: VerifierOptions,
+                deadline: float, stats: Stats) -> Result:
+    """Falsify every property first (cheap), then prove them one by one."""
+    t0 = time.monotonic()
+    module = network.to_torch()
+    for i, prop in enumerate(props):
+        cex = falsify(network, prop, options.attack, seed=options.seed, deadline=deadline,
+                      module=module)
+        if cex is not None:
+            stats.add_time("attack", time.monotonic() - t0)
+            return Result(Status.VIOLATED, replace(cex, property_index=i), stats=stats)
+    stats.add_time("attack", time.monotonic() - t0)
+    leaves: list[Leaf] = []
+    for i, prop in enumerate(props):
+        sub = _prove(network, prop, options, deadline, stats)
+        if sub.status is Status.VIOLATED and sub.counterexample is not None:
+            cex: Counterexample = replace(sub.counterexample, property_index=i)
+            return Result(Status.VIOLATED, cex, stats=stats, message=sub.message)
+        if sub.status is not Status.HOLDS:
+            return Result(sub.status, stats=stats, message=sub.message)
+        if sub.certificate is not None:
+            leaves.extend(replace(leaf, property_index=i) for leaf in sub.certificate.leaves)
+    return Result(Status.HOLDS, certificate=Certificate(tuple(leaves)), stats=stats)
+
+
+def _prove(network: Network, prop: Property, options: VerifierOptions, deadline: float,
+           stats: Stats) -> Result:
+    """Run branch and bound on one property."""
+    from bnbver.bab.loop import BabOptions, run_bab
+
+    bab_options = options.bab if options.bab is not None else BabOptions()
+    return run_bab(network, prop, bab_options, deadline=deadline, stats=stats,
+                   seed=options.seed)
+
+
+def _recheck_onnx(result: Result, source_path: str | Path,
+                  props: list[Property]) -> Result:
+    """Re-run a counterexample through onnxruntime when it is installed; note disagreement."""
+    from bnbver.io.ort_check import ort_outputs
+
+    cex = result.counterexample
+    if cex is None or Path(source_path).suffix.lower() != ".onnx":
+        return result
+    y = ort_outputs(source_path, cex.x)
+    if y is None:
+        return result
+    prop = props[cex.property_index]
+    margin = float(prop.unsafe.disjuncts[cex.disjunct].margins(y)[0])
+    note = f"onnxruntime margin {margin:.3g}"
+    if margin > 1e-4:
+        log.warning("counterexample is unsafe in float64 but not in onnxruntime (%s)", note)
+        note += " (float32 rounding disagrees with the float64 check)"
+    return replace(result, message=(result.message + "; " if result.message else "") + note)

@@ -1,0 +1,1 @@
+"""Loaders: ONNX, ACAS Xu .nnet, torch modules, VNN-LIB properties."""

@@ -1,0 +1,39 @@
+"""Shared fixtures: paths to the bundled examples and the optional ../shared benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bnbver.network import Dense, Network, ReLU
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+SHARED_BENCHMARKS = REPO.parent / "shared" / "benchmarks"
+
+
+@pytest.fixture
+def examples_dir() -> Path:
+    """The bundled examples folder (always present)."""
+    return EXAMPLES
+
+
+@pytest.fixture
+def benchmarks_dir() -> Path:
+    """The full VNN-COMP benchmarks next to the repo; skip when a clone has no ../shared."""
+    if not SHARED_BENCHMARKS.is_dir():
+        pytest.skip("../shared/benchmarks not present: full benchmark suites are not in the repo")
+    return SHARED_BENCHMARKS
+
+
+def random_relu_net(rng: np.random.Generator, sizes: list[int], scale: float = 1.0) -> Network:
+    """Return a fully connected ReLU network with the given layer sizes."""
+    layers: list = []
+    for i in range(len(sizes) - 1):
+        w = rng.normal(size=(sizes[i + 1], sizes[i])) * scale / np.sqrt(sizes[i])
+        layers.append(Dense(w, rng.normal(size=sizes[i + 1]) * 0.1))
+        if i < len(sizes) - 2:
+            layers.append(ReLU(sizes[i + 1]))
+    return Network(tuple(layers), (sizes[0],))
