@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -216,7 +216,7 @@ class MaxPool2d:
         return padded[:, idx].max(axis=2)
 
 
-Layer = Union[Dense, Conv2d, ReLU, MaxPool2d, Flatten]
+Layer = Dense | Conv2d | ReLU | MaxPool2d | Flatten
 AFFINE_TYPES = (Dense, Conv2d)
 
 
@@ -312,9 +312,10 @@ def _validate_layers(layers: Sequence[Layer], n_in: int) -> None:
     """Check sizes chain and weights are finite; raise InputError naming the layer otherwise."""
     size = n_in
     for i, layer in enumerate(layers):
-        if isinstance(layer, (Dense, Conv2d)):
-            if not (np.all(np.isfinite(layer.weight)) and np.all(np.isfinite(layer.bias))):
-                raise InputError(f"layer {i}", "NaN or infinite weights")
+        finite = not isinstance(layer, (Dense, Conv2d)) or (
+            np.all(np.isfinite(layer.weight)) and np.all(np.isfinite(layer.bias)))
+        if not finite:
+            raise InputError(f"layer {i}", "NaN or infinite weights")
         expected = getattr(layer, "in_size", getattr(layer, "size", size))
         if expected != size:
             raise InputError(f"layer {i}", f"expects {expected} inputs, gets {size}")
