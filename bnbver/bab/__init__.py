@@ -1,0 +1,1 @@
+"""Branch and bound: nodes and the frontier, branching heuristics, the loop, parallel subtrees."""
