@@ -1,5 +1,6 @@
 """bnbver: a complete branch-and-bound verifier for ReLU neural networks."""
 
+from bnbver.driver import VerifierOptions, verify, verify_robustness
 from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 from bnbver.result import Result, Status
 from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
@@ -17,5 +18,8 @@ __all__ = [
     "Result",
     "Status",
     "UnsafeSet",
+    "VerifierOptions",
+    "verify",
+    "verify_robustness",
 ]
 __version__ = "0.1.0"

@@ -20,11 +20,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bnbver.attack import AttackOptions, falsify
 from bnbver.errors import BnbverError, InputError
 from bnbver.network import Network
 from bnbver.result import Certificate, Counterexample, Leaf, Result, Stats, Status
-from bnbver.spec import Property, validate_property
+from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet, validate_property
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +147,11 @@ def _prove(network: Network, prop: Property, options: VerifierOptions, deadline:
            stats: Stats) -> Result:
     """Run branch and bound on one property."""
     from bnbver.bab.loop import BabOptions, run_bab
+    from bnbver.bab.parallel import run_parallel
 
     bab_options = options.bab if options.bab is not None else BabOptions()
-    return run_bab(network, prop, bab_options, deadline=deadline, stats=stats,
-                   seed=options.seed)
+    run = run_parallel if bab_options.jobs > 1 else run_bab
+    return run(network, prop, bab_options, deadline, stats, options.seed)
 
 
 def _recheck_onnx(result: Result, source_path: str | Path,
@@ -169,3 +172,64 @@ def _recheck_onnx(result: Result, source_path: str | Path,
         log.warning("counterexample is unsafe in float64 but not in onnxruntime (%s)", note)
         note += " (float32 rounding disagrees with the float64 check)"
     return replace(result, message=(result.message + "; " if result.message else "") + note)
+
+
+def robustness_property(x: np.ndarray, label: int, eps: float, num_classes: int,
+                        domain: tuple[float, float] | None = None) -> Property:
+    """Return the property "some x' with |x' - x|_inf <= eps is not classified ``label``".
+
+    The unsafe set is the union over j != label of ``{y : y_label - y_j <= 0}``; the box is
+    clipped to ``domain`` (e.g. (0, 1) for images) when given.
+    """
+    x = np.asarray(x, dtype=np.float64).reshape(-1)
+    if not 0 <= label < num_classes:
+        raise InputError("label", f"must be in [0, {num_classes}), got {label}")
+    if not (np.isfinite(eps) and eps >= 0):
+        raise InputError("eps", f"must be a finite number >= 0, got {eps}")
+    lo, up = x - eps, x + eps
+    if domain is not None:
+        lo, up = np.clip(lo, *domain), np.clip(up, *domain)
+    disjuncts = []
+    for j in range(num_classes):
+        if j != label:
+            row = np.zeros(num_classes)
+            row[label], row[j] = 1.0, -1.0
+            disjuncts.append(HalfSpaces(row[None, :], np.zeros(1)))
+    return Property(InputBox(lo, up), UnsafeSet(tuple(disjuncts)), f"robust[label={label}]")
+
+
+def verify_robustness(model: Any, x: Any, label: int, eps: float,
+                      domain: tuple[float, float] | None = None, **options: Any) -> Result:
+    """Verify L-infinity robustness of ``model`` at ``x``; no VNN-LIB file needed.
+
+    Args:
+        model: a bnbver ``Network``, a ``torch.nn.Sequential``, or a path to an ONNX file.
+        x: the input (any shape with ``network.input_size`` values).
+        label: the class that must win on the whole ball.
+        eps: the ball's radius.
+        domain: optional (low, high) clipping of the ball (e.g. (0, 1) for images).
+        **options: as for :func:`verify` (timeout, seed, jobs, split, branching, ...).
+
+    Returns:
+        The same ``Result`` as :func:`verify`: HOLDS means robust.
+    """
+    network, source = _as_network(model, np.asarray(x).shape)
+    prop = robustness_property(np.asarray(x), label, eps, network.num_outputs, domain)
+    return verify(network, prop, source_path=source, **options)
+
+
+def _as_network(model: Any, x_shape: tuple[int, ...]) -> tuple[Network, str | None]:
+    if isinstance(model, Network):
+        return model, None
+    if isinstance(model, (str, Path)):
+        from bnbver.io.loaders import load_network
+
+        return load_network(model), str(model)
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        from bnbver.io.torch_loader import from_torch
+
+        return from_torch(model, tuple(x_shape)), None
+    raise InputError("model", f"expected a Network, torch module or ONNX path, got "
+                     f"{type(model).__name__}")

@@ -90,6 +90,8 @@ class Result:
     stats: Stats = field(default_factory=Stats)
     wall_time: float = 0.0
     message: str = ""
+    #: (lower, upper, splits) of nodes left open by a search cut short on purpose.
+    open_nodes: tuple[tuple[np.ndarray, np.ndarray, SplitSet], ...] = ()
 
 
 def validate_counterexample(

@@ -1,0 +1,266 @@
+"""The bridge between the BaB loop and the bounds engine (and the LP for exact leaves).
+
+:class:`NodeBounder` turns parents plus branching decisions into bounded children with ONE
+batched bounds-engine call per round:
+
+- ReLU splits: each parent gives an inactive child then an active child; the children inherit
+  the parent's intermediate bounds and alpha/beta (warm start), tightened by the new split.
+- Input splits: each parent's box is bisected along one dimension; the children's
+  intermediate bounds are recomputed by CROWN and intersected with the parent's (the child's
+  box is inside the parent's, so the parent's bounds stay valid).
+
+A node's lower bound is ``min_k max_{i in disjunct k} row_lower_i``: a disjunct ``C_k y <= d_k``
+is excluded when any of its rows has a positive margin lower bound; the node closes when every
+disjunct is excluded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+import torch
+
+from bnbver.bab.branching import BranchContext
+from bnbver.bab.leaf import decide_leaf
+from bnbver.bab.node import Node
+from bnbver.bounds import BoundsOptions, NodeBatch, NodeState, bound_batch, prepare
+from bnbver.network import Network
+from bnbver.spec import Property
+from bnbver.splits import Split, SplitSet, split_masks
+
+#: Input boxes narrower than this (absolute, every side) are treated as points.
+POINT_WIDTH = 1e-10
+
+
+@dataclass(frozen=True, eq=False)
+class Payload:
+    """The per-node data the bounder keeps: split masks and the engine's state (B = 1)."""
+
+    masks: tuple[torch.Tensor, ...]
+    state: NodeState
+
+
+@dataclass(frozen=True, eq=False)
+class BoundedChild:
+    """A freshly bounded node as the loop sees it."""
+
+    lower: np.ndarray
+    upper: np.ndarray
+    splits: SplitSet
+    lower_bound: float
+    infeasible: bool
+    candidate: np.ndarray | None
+    exhausted: bool
+    method: str
+    state: Payload | None
+
+
+@dataclass(frozen=True)
+class LeafVerdict:
+    """The exact decision of a node with no free unstable neuron."""
+
+    lower_bound: float
+    infeasible: bool
+    counterexample: np.ndarray | None
+
+
+def stack_rows(prop: Property) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (C_all (R, m), d_all (R,), disjunct index (R,)) over all disjuncts."""
+    C = np.vstack([h.C for h in prop.unsafe.disjuncts])
+    d = np.concatenate([h.d for h in prop.unsafe.disjuncts])
+    idx = np.concatenate([np.full(h.C.shape[0], k) for k, h in enumerate(prop.unsafe.disjuncts)])
+    return C, d, idx
+
+
+class NodeBounder:
+    """Bounds nodes of one property's search (holds the prepared network: a resource)."""
+
+    def __init__(self, network: Network, prop: Property, options: object, kind: str,
+                 seed: int = 0) -> None:
+        self.network = network
+        self.prop = prop
+        self.kind = kind
+        self.options = options
+        C, d, self.row_disjunct = stack_rows(prop)
+        self.n_disjuncts = len(prop.unsafe.disjuncts)
+        device = getattr(options, "device", "cpu")
+        iterations = getattr(options, "iterations", 20)
+        self.root_opts = BoundsOptions(method=getattr(options, "root_method", "alpha"),
+                                       iterations=iterations, device=device,
+                                       optimize_intermediate=False)
+        child_method = getattr(options, "child_method", "beta")
+        if kind == "input":
+            self.child_opts = BoundsOptions(method="crown", intermediate="crown", device=device)
+        else:
+            self.child_opts = BoundsOptions(method=child_method, iterations=iterations,
+                                            device=device)
+        self.cheap_opts = replace(self.child_opts, method="crown")
+        self.net = prepare(network, C, d, self.root_opts)
+        self.dtype, self.device = self.net.dtype, self.net.device
+        self.generator = torch.Generator().manual_seed(seed)
+        self.root_width = torch.tensor(prop.box.upper - prop.box.lower,
+                                          dtype=self.dtype, device=self.device)
+        self._disj = torch.as_tensor(self.row_disjunct, device=self.device)
+
+    # ------------------------------------------------------------------ bounding
+    def bound_root(self, lower: np.ndarray, upper: np.ndarray,
+                   splits: SplitSet | None = None) -> BoundedChild:
+        """Bound the root node (intermediate bounds by CROWN, final by ``root_method``).
+
+        ``splits`` makes the root a subtree of a larger search (parallel subtrees).
+        """
+        splits = splits or SplitSet()
+        lo = torch.tensor(lower, dtype=self.dtype, device=self.device).unsqueeze(0)
+        up = torch.tensor(upper, dtype=self.dtype, device=self.device).unsqueeze(0)
+        masks = tuple(torch.tensor(m, device=self.device)
+                      for m in split_masks([splits], self.net.relu_sizes))
+        batch = NodeBatch(lo, up, masks, None)
+        result = bound_batch(self.net, batch, self.root_opts)
+        return self._children(batch, result, [splits], self.root_opts.method)[0]
+
+    def bound_children(self, parents: list[Node], decisions: list) -> list[BoundedChild]:
+        """Branch every parent by its decision and bound all children in one call.
+
+        Returns 2 children per parent, in parent order (inactive/lower half first).
+        """
+        batch, splits = (self._relu_children(parents, decisions) if self.kind == "relu"
+                         else self._input_children(parents, decisions))
+        result = bound_batch(self.net, batch, self.child_opts)
+        return self._children(batch, result, splits, self.child_opts.method)
+
+    def _parent_state(self, parents: list[Node]) -> tuple[NodeState, torch.Tensor]:
+        states = NodeState.cat([p.state.state for p in parents])
+        index = torch.arange(len(parents), device=self.device).repeat_interleave(2)
+        return states.take(index), index
+
+    def _relu_children(self, parents: list[Node],
+                       decisions: list) -> tuple[NodeBatch, list[SplitSet]]:
+        state, index = self._parent_state(parents)
+        masks = [torch.cat([p.state.masks[k] for p in parents], 0).index_select(0, index)
+                 for k in range(len(self.net.relu_sizes))]
+        splits: list[SplitSet] = []
+        for i, (parent, dec) in enumerate(zip(parents, decisions, strict=True)):
+            layer, unit = dec
+            masks[layer][2 * i, unit] = -1
+            masks[layer][2 * i + 1, unit] = 1
+            splits.append(parent.splits.with_split(Split(layer, unit, False)))
+            splits.append(parent.splits.with_split(Split(layer, unit, True)))
+        lo = torch.as_tensor(np.stack([p.lower for p in parents]), dtype=self.dtype,
+                             device=self.device).index_select(0, index)
+        up = torch.as_tensor(np.stack([p.upper for p in parents]), dtype=self.dtype,
+                             device=self.device).index_select(0, index)
+        return NodeBatch(lo, up, tuple(masks), state), splits
+
+    def _input_children(self, parents: list[Node],
+                        dims: list) -> tuple[NodeBatch, list[SplitSet]]:
+        state, _ = self._parent_state(parents)
+        lo = np.repeat(np.stack([p.lower for p in parents]), 2, axis=0)
+        up = np.repeat(np.stack([p.upper for p in parents]), 2, axis=0)
+        for i, j in enumerate(dims):
+            mid = 0.5 * (lo[2 * i, j] + up[2 * i, j])
+            up[2 * i, j] = mid
+            lo[2 * i + 1, j] = mid
+        masks = tuple(torch.zeros((2 * len(parents), n), dtype=torch.int8, device=self.device)
+                      for n in self.net.relu_sizes)
+        batch = NodeBatch(torch.as_tensor(lo, dtype=self.dtype, device=self.device),
+                          torch.as_tensor(up, dtype=self.dtype, device=self.device),
+                          masks, state.without_optimizer_state())
+        return batch, [p.splits for p in parents for _ in (0, 1)]
+
+    def _children(self, batch: NodeBatch, result: object, splits: list[SplitSet],
+                  method: str) -> list[BoundedChild]:
+        """Split a batch result into per-node BoundedChild objects."""
+        row_lower = result.row_lower  # type: ignore[attr-defined]
+        per = torch.full((row_lower.shape[0], self.n_disjuncts), -torch.inf,
+                         dtype=row_lower.dtype, device=row_lower.device)
+        per = per.scatter_reduce(1, self._disj.expand_as(row_lower), row_lower, "amax")
+        node_lb = per.min(dim=1).values.cpu().numpy()
+        infeasible = result.infeasible.cpu().numpy()  # type: ignore[attr-defined]
+        cands = result.candidates.cpu().numpy()  # type: ignore[attr-defined]
+        exhausted = self._exhausted(batch, result.state)  # type: ignore[attr-defined]
+        lo, up = batch.lower.cpu().numpy(), batch.upper.cpu().numpy()
+        out = []
+        for b in range(batch.batch_size):
+            keep = not (infeasible[b] or node_lb[b] > 0)
+            payload = Payload(tuple(m[b:b + 1] for m in batch.splits),
+                              result.state.take(torch.tensor([b]))  # type: ignore[attr-defined]
+                              ) if keep else None
+            out.append(BoundedChild(lo[b], up[b], splits[b], float(node_lb[b]),
+                                    bool(infeasible[b]), cands[b], bool(exhausted[b]),
+                                    method, payload))
+        return out
+
+    def _exhausted(self, batch: NodeBatch, state: NodeState) -> np.ndarray:
+        """Return (B,) bool: nothing left to branch on (no free unstable ReLU / a point box)."""
+        if self.kind == "input":
+            return ((batch.upper - batch.lower) <= POINT_WIDTH).all(dim=1).cpu().numpy()
+        free = torch.zeros(batch.batch_size, dtype=torch.bool, device=self.device)
+        for m, lo, up in zip(batch.splits, state.pre_lower, state.pre_upper, strict=True):
+            free |= ((m == 0) & (lo < 0) & (up > 0)).any(dim=1)
+        return (~free).cpu().numpy()
+
+    # ----------------------------------------------------------------- branching
+    def branch_context(self, parents: list[Node], needs_lookahead: bool = False) -> BranchContext:
+        """Stack the parents' data for a heuristic (see ``BranchContext``)."""
+        lo = torch.as_tensor(np.stack([p.lower for p in parents]), dtype=self.dtype,
+                             device=self.device)
+        up = torch.as_tensor(np.stack([p.upper for p in parents]), dtype=self.dtype,
+                             device=self.device)
+        state = NodeState.cat([p.state.state for p in parents])
+        masks = tuple(torch.cat([p.state.masks[k] for p in parents], 0)
+                      for k in range(len(self.net.relu_sizes)))
+        biases = tuple(self.net.ops[self.net.slot_ops[s] - 1].bias  # type: ignore[union-attr]
+                       for s in self.net.relu_slots)
+        evaluate = self._lookahead(parents, state, masks, lo, up) if needs_lookahead else None
+        return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
+                             getattr(state, "relu_coeffs", None), biases,
+                             getattr(state, "input_coeffs", None), evaluate, self.generator)
+
+    def _lookahead(self, parents: list[Node], state: NodeState, masks: tuple, lo: torch.Tensor,
+                   up: torch.Tensor):  # type: ignore[no-untyped-def]
+        """Return FSB's evaluate(candidates) -> (lb_inactive, lb_active) by cheap CROWN."""
+        offsets = np.cumsum([0, *self.net.relu_sizes])
+
+        def evaluate(cand: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            node = cand[:, 0].repeat_interleave(2)
+            child_masks = [m.index_select(0, node).clone() for m in masks]
+            for i, (_, flat) in enumerate(cand.tolist()):
+                layer = int(np.searchsorted(offsets, flat, side="right") - 1)
+                unit = flat - int(offsets[layer])
+                child_masks[layer][2 * i, unit] = -1
+                child_masks[layer][2 * i + 1, unit] = 1
+            batch = NodeBatch(lo.index_select(0, node), up.index_select(0, node),
+                              tuple(child_masks), state.take(node).without_optimizer_state())
+            res = bound_batch(self.net, batch, self.cheap_opts)
+            per = torch.full((res.row_lower.shape[0], self.n_disjuncts), -torch.inf,
+                             dtype=res.row_lower.dtype)
+            per = per.scatter_reduce(1, self._disj.expand_as(res.row_lower), res.row_lower,
+                                     "amax")
+            lb = torch.where(res.infeasible, torch.inf, per.min(dim=1).values)
+            return lb[0::2], lb[1::2]
+
+        return evaluate
+
+    # -------------------------------------------------------------------- leaves
+    def decide_exactly(self, node: Node, time_limit: float = 60.0) -> LeafVerdict:
+        """Decide a node with no free unstable ReLU by one LP per disjunct (``bab.leaf``).
+
+        Neurons that are neither split nor stable make the LP a relaxation, so such a node
+        (possible only for point-like input boxes) gets no proof (bound -inf).
+        """
+        payload: Payload = node.state
+        signs = []
+        for k, m in enumerate(payload.masks):
+            lo = payload.state.pre_lower[k][0].cpu().numpy()
+            up = payload.state.pre_upper[k][0].cpu().numpy()
+            mk = m[0].cpu().numpy()
+            if np.any((mk == 0) & (lo < 0) & (up > 0)):
+                return LeafVerdict(-np.inf, False, None)
+            signs.append(np.where(mk != 0, mk, np.where(lo >= 0, 1, -1)).astype(np.int8))
+        try:
+            bound, cand = decide_leaf(self.network, node.lower, node.upper, signs,
+                                      self.prop.unsafe.disjuncts, time_limit)
+        except ValueError:  # max pooling: not affine under a ReLU pattern
+            return LeafVerdict(-np.inf, False, None)
+        return LeafVerdict(bound, bool(np.isinf(bound) and bound > 0), cand)

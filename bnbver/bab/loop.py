@@ -1,0 +1,260 @@
+"""The branch-and-bound loop: pop a batch, branch, bound children in one call, prune, push.
+
+The loop is written once over a :class:`~bnbver.bab.bounding.NodeBounder`, which turns parent
+nodes plus branching decisions into bounded children (one batched bounds-engine call per
+round). Two kinds of branching share it: ReLU splits (a neuron fixed active / inactive) and
+input splits (one input dimension bisected), chosen by input dimension unless forced.
+
+Soundness: a child is closed only when its proven lower bound on every disjunct's margin is
+> ``SOUNDNESS_EPS`` (or the bounds engine proved its split set infeasible); every candidate
+counterexample is re-checked by an exact float64 forward pass before VIOLATED is returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from bnbver.bab.bounding import BoundedChild, NodeBounder
+from bnbver.bab.branching import choose_branches, default_heuristic
+from bnbver.bab.node import Frontier, Node
+from bnbver.bab.record import TreeRecorder
+from bnbver.network import Conv2d, Network
+from bnbver.result import Certificate, Leaf, Result, Stats, Status, validate_counterexample
+from bnbver.spec import Property
+from bnbver.splits import SplitSet
+
+log = logging.getLogger(__name__)
+
+#: A node closes only when its lower bound exceeds this (float64 CPU bounds; the engine adds
+#: its own margin on float32 devices).
+SOUNDNESS_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class BabOptions:
+    """Options of the branch-and-bound search.
+
+    Attributes:
+        split: "relu", "input", or "auto" (input splits when the input has at most
+            ``input_split_max_dim`` values and the net has no convolutions).
+        branching: heuristic name from ``bnbver.bab.branching.REGISTRY`` (None = default
+            for the split kind).
+        batch_size: parent nodes popped per round (children bounded: twice as many).
+        root_method / child_method: bounds method at the root and for children.
+        iterations: alpha/beta optimisation steps per bound call.
+        device: torch device of the bounds ("cpu" or "cuda").
+        memory_cap: open nodes beyond which the frontier goes depth-first.
+        jobs: parallel subtrees (joblib) in ``bnbver.bab.parallel``.
+        lp_leaves: decide nodes with no unstable free neuron by one exact LP.
+        milp_fallback: solve the remaining open nodes' MILP with HiGHS when the search
+            stagnates and few unstable neurons remain.
+        record: path of a JSON-lines search-tree record, or None.
+    """
+
+    split: str = "auto"
+    branching: str | None = None
+    batch_size: int = 256
+    input_split_max_dim: int = 20
+    root_method: str = "alpha"
+    child_method: str = "beta"
+    iterations: int = 20
+    device: str = "cpu"
+    memory_cap: int = 200_000
+    jobs: int = 1
+    lp_leaves: bool = True
+    milp_fallback: bool = True
+    record: str | None = None
+
+
+@dataclass
+class _Search:
+    """Mutable state of one search (owned by ``run_bab``)."""
+
+    network: Network
+    prop: Property
+    options: BabOptions
+    bounder: NodeBounder
+    frontier: Frontier
+    stats: Stats
+    leaves: list[Leaf]
+    recorder: TreeRecorder
+    deadline: float
+    started: float
+    split_kind: str
+    root_splits: SplitSet
+    should_stop: Callable[[], bool] | None
+    max_open: int | None
+    next_id: int = 0
+
+
+def choose_split_kind(network: Network, options: BabOptions) -> str:
+    """Return "input" or "relu" for ``options.split`` == "auto" (or the forced kind)."""
+    if options.split in ("relu", "input"):
+        return options.split
+    has_conv = any(isinstance(layer, Conv2d) for layer in network.layers)
+    small = network.input_size <= options.input_split_max_dim
+    return "input" if small and not has_conv else "relu"
+
+
+def run_bab(network: Network, prop: Property, options: BabOptions, deadline: float,
+            stats: Stats | None = None, seed: int = 0, root_splits: SplitSet | None = None,
+            should_stop: Callable[[], bool] | None = None,
+            max_open: int | None = None) -> Result:
+    """Decide ``prop`` by branch and bound until ``deadline`` (absolute monotonic time).
+
+    Args:
+        root_splits: splits of the root (the search is then one subtree of a larger one).
+        should_stop: polled once per round; True ends the search as UNKNOWN (cancellation).
+        max_open: stop as UNKNOWN once this many nodes are open, returning them in
+            ``Result.open_nodes`` (used to cut the tree into parallel subtrees).
+
+    Returns:
+        HOLDS with a certificate of closed leaves, VIOLATED with a float64-checked
+        counterexample, or TIMEOUT / UNKNOWN.
+    """
+    stats = stats if stats is not None else Stats()
+    kind = choose_split_kind(network, options)
+    search = _Search(network, prop, options, NodeBounder(network, prop, options, kind, seed),
+                     Frontier(options.memory_cap), stats, [],
+                     TreeRecorder(options.record), deadline, time.monotonic(), kind,
+                     root_splits or SplitSet(), should_stop, max_open)
+    try:
+        return _search(search)
+    finally:
+        search.recorder.close()
+
+
+def _search(s: _Search) -> Result:
+    """Bound the root, then run rounds until decided or out of time."""
+    t0 = time.monotonic()
+    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits)
+    s.stats.bound_calls += 1
+    s.stats.add_time("root_bounds", time.monotonic() - t0)
+    outcome = _prune(s, [root], [None])
+    if outcome is not None:
+        return outcome
+    round_time = 0.0
+    while len(s.frontier):
+        # Do not start a round that would likely end past the deadline.
+        if time.monotonic() + round_time >= s.deadline:
+            return _timeout(s)
+        if s.should_stop is not None and s.should_stop():
+            return Result(Status.UNKNOWN, stats=s.stats, message="cancelled")
+        if s.max_open is not None and len(s.frontier) >= s.max_open:
+            return _split_off(s)
+        t0 = time.monotonic()
+        outcome = _round(s)
+        round_time = max(round_time * 0.8, time.monotonic() - t0)
+        if outcome is not None:
+            return outcome
+        _trace(s)
+    return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves)), stats=s.stats)
+
+
+def _round(s: _Search) -> Result | None:
+    """One BaB round: pop a batch -> branch -> bound children -> prune -> push."""
+    parents = s.frontier.pop_batch(s.options.batch_size)
+    t0 = time.monotonic()
+    decisions = choose_branches(s.bounder, parents, s.split_kind,
+                                s.options.branching or default_heuristic(s.split_kind))
+    s.stats.add_time("branching", time.monotonic() - t0)
+    t0 = time.monotonic()
+    children = s.bounder.bound_children(parents, decisions)
+    s.stats.bound_calls += 1
+    s.stats.add_time("bounds", time.monotonic() - t0)
+    return _prune(s, children, [p for p in parents for _ in (0, 1)])
+
+
+def _prune(s: _Search, children: list[BoundedChild],
+           parents: list[Node | None]) -> Result | None:
+    """Close proven children, check candidates, decide fully split leaves, push the rest."""
+    for child, parent in zip(children, parents, strict=True):
+        node = _as_node(s, child, parent)
+        s.stats.nodes += 1
+        s.stats.max_depth = max(s.stats.max_depth, node.depth)
+        if child.infeasible or child.lower_bound > SOUNDNESS_EPS:
+            _close(s, node, child, "infeasible" if child.infeasible else child.method)
+            continue
+        cex = _check_candidate(s, child)
+        if cex is not None:
+            s.recorder.node(node, parent, "counterexample", time.monotonic() - s.started)
+            return cex
+        if child.exhausted:
+            decided = _decide_leaf(s, node, child)
+            if decided is not None:
+                return decided
+            continue
+        s.recorder.node(node, parent, "open", time.monotonic() - s.started)
+        s.frontier.push(node)
+    return None
+
+
+def _as_node(s: _Search, child: BoundedChild, parent: Node | None) -> Node:
+    node = Node(child.lower, child.upper, child.splits, child.lower_bound,
+                0 if parent is None else parent.depth + 1, child.state, s.next_id,
+                -1 if parent is None else parent.node_id)
+    s.next_id += 1
+    return node
+
+
+def _close(s: _Search, node: Node, child: BoundedChild, method: str) -> None:
+    s.leaves.append(Leaf(node.lower, node.upper, node.splits, child.lower_bound, method))
+    s.recorder.node(node, None, method, time.monotonic() - s.started)
+
+
+def _check_candidate(s: _Search, child: BoundedChild) -> Result | None:
+    """Return VIOLATED when the child's candidate input is a real counterexample."""
+    if child.candidate is None:
+        return None
+    cex = validate_counterexample(s.network, s.prop, child.candidate)
+    if cex is None:
+        return None
+    return Result(Status.VIOLATED, cex, stats=s.stats, message="found by bounds candidate")
+
+
+def _decide_leaf(s: _Search, node: Node, child: BoundedChild) -> Result | None:
+    """Decide a node whose every ReLU is fixed (or stable) exactly by LP."""
+    t0 = time.monotonic()
+    verdict = s.bounder.decide_exactly(node)
+    s.stats.lp_calls += 1
+    s.stats.add_time("lp", time.monotonic() - t0)
+    if verdict.counterexample is not None:
+        cex = validate_counterexample(s.network, s.prop, verdict.counterexample)
+        if cex is not None:
+            return Result(Status.VIOLATED, cex, stats=s.stats, message="found by leaf LP")
+    if verdict.lower_bound > SOUNDNESS_EPS or verdict.infeasible:
+        _close(s, replace(node, lower_bound=verdict.lower_bound), child, "lp")
+        return None
+    # The LP could not close it (tolerance): the answer can only be unknown.
+    return Result(Status.UNKNOWN, stats=s.stats,
+                  message="a fully split leaf was neither closed nor falsified by LP")
+
+
+def _trace(s: _Search) -> None:
+    s.stats.lower_bound_trace.append(
+        (time.monotonic() - s.started, float(s.frontier.global_lower_bound())))
+
+
+def _split_off(s: _Search) -> Result:
+    """Stop early and hand the open nodes (as boxes + splits) to the caller."""
+    open_nodes = tuple((n.lower, n.upper, n.splits) for n in s.frontier.drain())
+    return Result(Status.UNKNOWN, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
+                  message="split into subtrees", open_nodes=open_nodes)
+
+
+def _timeout(s: _Search) -> Result:
+    lb = s.frontier.global_lower_bound()
+    return Result(Status.TIMEOUT, stats=s.stats,
+                  message=f"{len(s.frontier)} open nodes, global lower bound {lb:.4g}")
+
+
+def node_lower_bound(row_lower: np.ndarray, row_disjunct: np.ndarray, n_disjuncts: int) -> float:
+    """Return min over disjuncts of max over their rows of the row lower bounds."""
+    per = np.full(n_disjuncts, -np.inf)
+    np.maximum.at(per, row_disjunct, row_lower)
+    return float(per.min())

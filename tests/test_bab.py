@@ -1,0 +1,58 @@
+"""Branch and bound against an independent oracle on tiny random networks (sat and unsat)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bnbver.bab.loop import BabOptions, run_bab
+from bnbver.result import Status, validate_counterexample
+from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
+from tests.conftest import random_relu_net
+from tests.oracle import max_linear_output
+
+
+def _instance(seed: int, n_in: int, hidden: list[int], offset: float):
+    rng = np.random.default_rng(seed)
+    net = random_relu_net(rng, [n_in, *hidden, 2], scale=1.5)
+    box = InputBox(-np.ones(n_in), np.ones(n_in))
+    c = np.array([1.0, -1.0])
+    best, _ = max_linear_output(net, c, box.lower, box.upper)
+    threshold = best + offset
+    # unsafe: y0 - y1 >= threshold  <=>  -(y0 - y1) <= -threshold
+    prop = Property(box, UnsafeSet((HalfSpaces([-c], [-threshold]),)))
+    return net, prop, best >= threshold
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_in=st.integers(1, 3),
+       hidden=st.lists(st.integers(2, 4), min_size=1, max_size=2),
+       offset=st.sampled_from([-0.05, 0.05, 0.2]), split=st.sampled_from(["relu", "input"]))
+def test_bab_matches_oracle(seed: int, n_in: int, hidden: list[int], offset: float,
+                            split: str) -> None:
+    net, prop, violated = _instance(seed, n_in, hidden, offset)
+    opts = BabOptions(split=split, batch_size=8, iterations=5)
+    result = run_bab(net, prop, opts, deadline=time.monotonic() + 60)
+    assert result.status is (Status.VIOLATED if violated else Status.HOLDS)
+    if violated:
+        assert validate_counterexample(net, prop, result.counterexample.x) is not None
+    else:
+        assert result.certificate is not None and len(result.certificate.leaves) >= 1
+
+
+def test_deadline_respected() -> None:
+    rng = np.random.default_rng(3)
+    net = random_relu_net(rng, [8, 40, 40, 2])
+    box = InputBox(-np.ones(8), np.ones(8))
+    samples = net.forward(rng.uniform(-1, 1, (5000, 8)))
+    thr = float((samples[:, 0] - samples[:, 1]).max()) + 0.01  # hard: barely unreachable?
+    prop = Property(box, UnsafeSet((HalfSpaces([[-1.0, 1.0]], [-thr]),)))
+    run_bab(net, prop, BabOptions(split="relu"), deadline=time.monotonic() + 0.5)  # warm up
+    start = time.monotonic()
+    result = run_bab(net, prop, BabOptions(split="relu", batch_size=4), deadline=start + 3.0)
+    elapsed = time.monotonic() - start
+    assert result.status in (Status.HOLDS, Status.VIOLATED, Status.TIMEOUT)
+    assert elapsed < 3.0 * 1.05
