@@ -6,8 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bnbver.network import Dense, Network, ReLU
+
+# Tests run two per machine (pytest -n 2): one torch thread each avoids oversubscription,
+# which slows torch's CPU kernels down by an order of magnitude.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

@@ -39,6 +39,7 @@ class Payload:
 
     masks: tuple[torch.Tensor, ...]
     state: NodeState
+    input_coeffs: torch.Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,11 +67,23 @@ class LeafVerdict:
 
 
 def stack_rows(prop: Property) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (C_all (R, m), d_all (R,), disjunct index (R,)) over all disjuncts."""
-    C = np.vstack([h.C for h in prop.unsafe.disjuncts])
-    d = np.concatenate([h.d for h in prop.unsafe.disjuncts])
-    idx = np.concatenate([np.full(h.C.shape[0], k) for k, h in enumerate(prop.unsafe.disjuncts)])
-    return C, d, idx
+    """Return (C_all (R, m), d_all (R,), disjunct index (R,)) over all disjuncts.
+
+    A disjunct with k > 1 rows also gets their average as an extra row: since
+    ``mean_i m_i(x) <= max_i m_i(x)``, a lower bound of the average is a valid lower bound of
+    the disjunct's margin, and it is often far better than each row's own bound where the rows
+    pull the input in different directions (e.g. ACAS Xu's "Y_0 is maximal").
+    """
+    Cs, ds, idx = [], [], []
+    for k, h in enumerate(prop.unsafe.disjuncts):
+        C, d = h.C, h.d
+        if C.shape[0] > 1:
+            C = np.vstack([C, C.mean(axis=0, keepdims=True)])
+            d = np.append(d, d.mean())
+        Cs.append(C)
+        ds.append(d)
+        idx.append(np.full(C.shape[0], k))
+    return np.vstack(Cs), np.concatenate(ds), np.concatenate(idx)
 
 
 class NodeBounder:
@@ -179,26 +192,30 @@ class NodeBounder:
         infeasible = result.infeasible.cpu().numpy()  # type: ignore[attr-defined]
         cands = result.candidates.cpu().numpy()  # type: ignore[attr-defined]
         exhausted = self._exhausted(batch, result.state)  # type: ignore[attr-defined]
+        coeffs = result.input_coeffs  # type: ignore[attr-defined]
         lo, up = batch.lower.cpu().numpy(), batch.upper.cpu().numpy()
         out = []
         for b in range(batch.batch_size):
             keep = not (infeasible[b] or node_lb[b] > 0)
             payload = Payload(tuple(m[b:b + 1] for m in batch.splits),
-                              result.state.take(torch.tensor([b]))  # type: ignore[attr-defined]
-                              ) if keep else None
+                              result.state.take(torch.tensor([b])),  # type: ignore[attr-defined]
+                              None if coeffs is None else coeffs[b:b + 1]) if keep else None
             out.append(BoundedChild(lo[b], up[b], splits[b], float(node_lb[b]),
                                     bool(infeasible[b]), cands[b], bool(exhausted[b]),
                                     method, payload))
         return out
 
     def _exhausted(self, batch: NodeBatch, state: NodeState) -> np.ndarray:
-        """Return (B,) bool: nothing left to branch on (no free unstable ReLU / a point box)."""
-        if self.kind == "input":
-            return ((batch.upper - batch.lower) <= POINT_WIDTH).all(dim=1).cpu().numpy()
+        """Return (B,) bool: decide exactly (no free unstable ReLU left, or a point box).
+
+        With input splits too: once every ReLU is stable on a box the network is affine there
+        and one LP decides the box exactly, conjunctions included.
+        """
+        point = ((batch.upper - batch.lower) <= POINT_WIDTH).all(dim=1)
         free = torch.zeros(batch.batch_size, dtype=torch.bool, device=self.device)
         for m, lo, up in zip(batch.splits, state.pre_lower, state.pre_upper, strict=True):
             free |= ((m == 0) & (lo < 0) & (up > 0)).any(dim=1)
-        return (~free).cpu().numpy()
+        return (~free | point).cpu().numpy()
 
     # ----------------------------------------------------------------- branching
     def branch_context(self, parents: list[Node], needs_lookahead: bool = False) -> BranchContext:
@@ -213,9 +230,10 @@ class NodeBounder:
         biases = tuple(self.net.ops[self.net.slot_ops[s] - 1].bias  # type: ignore[union-attr]
                        for s in self.net.relu_slots)
         evaluate = self._lookahead(parents, state, masks, lo, up) if needs_lookahead else None
+        coeffs = [p.state.input_coeffs for p in parents]
+        input_coeffs = None if any(c is None for c in coeffs) else torch.cat(coeffs, 0)
         return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
-                             getattr(state, "relu_coeffs", None), biases,
-                             getattr(state, "input_coeffs", None), evaluate, self.generator)
+                             None, biases, input_coeffs, evaluate, self.generator)
 
     def _lookahead(self, parents: list[Node], state: NodeState, masks: tuple, lo: torch.Tensor,
                    up: torch.Tensor):  # type: ignore[no-untyped-def]

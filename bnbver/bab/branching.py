@@ -217,10 +217,19 @@ def widest_input(ctx: BranchContext) -> Scores:
     return [(ctx.upper - ctx.lower) / ctx.root_width.clamp(min=1e-12)]
 
 
+#: smear only considers sides at least this fraction of the node's widest (relative) side:
+#: the coefficient of a side can stay large after the side is tiny, and without this cap the
+#: search keeps bisecting it while the looseness comes from the other sides.
+SMEAR_ASPECT = 1.0 / 16
+
+
 @register("smear", kind="input")
 def smear(ctx: BranchContext) -> Scores:
     """Score each input by width times |coefficient| in the worst row's linear bound."""
     if ctx.input_coeffs is None:
         return widest_input(ctx)
     width = ctx.upper - ctx.lower
-    return [ctx.input_coeffs.abs() * width + 1e-9 * width / ctx.root_width.clamp(min=1e-12)]
+    rel = width / ctx.root_width.clamp(min=1e-12)
+    eligible = rel >= SMEAR_ASPECT * rel.max(dim=1, keepdim=True).values
+    score = ctx.input_coeffs.abs() * width + 1e-9 * rel
+    return [torch.where(eligible, score, torch.zeros_like(score))]
