@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,3 +57,33 @@ def test_deadline_respected() -> None:
     elapsed = time.monotonic() - start
     assert result.status in (Status.HOLDS, Status.VIOLATED, Status.TIMEOUT)
     assert elapsed < 3.0 * 1.05
+
+
+@pytest.mark.parametrize("offset", [0.01, -0.01])
+@pytest.mark.parametrize("seed", [1, 2, 4, 5])
+def test_fully_split_leaves_are_decided_by_lp(seed: int, offset: float) -> None:
+    """With interval bounds only, nodes close late; fully split leaves go to the exact LP."""
+    net, prop, violated = _instance(seed, 2, [3, 3], offset)
+    opts = BabOptions(split="relu", batch_size=4, root_method="ibp", child_method="ibp",
+                      milp_max_unstable=0)
+    result = run_bab(net, prop, opts, deadline=time.monotonic() + 60)
+    assert result.status is (Status.VIOLATED if violated else Status.HOLDS)
+    if not violated:
+        assert result.stats.lp_calls > 0
+        assert any(leaf.method == "lp" for leaf in result.certificate.leaves)
+
+
+@pytest.mark.parametrize("offset", [0.01, -0.01])
+@pytest.mark.parametrize("seed", [1, 2, 4, 5])
+def test_small_subtrees_are_decided_by_milp(seed: int, offset: float) -> None:
+    """Nodes with few unstable neurons go to the MILP; answers still match the oracle."""
+    net, prop, violated = _instance(seed, 2, [3, 3], offset)
+    opts = BabOptions(split="relu", batch_size=4, root_method="ibp", child_method="ibp",
+                      milp_max_unstable=6)
+    result = run_bab(net, prop, opts, deadline=time.monotonic() + 60)
+    assert result.status is (Status.VIOLATED if violated else Status.HOLDS)
+    if violated:
+        assert validate_counterexample(net, prop, result.counterexample.x) is not None
+    else:
+        assert result.stats.milp_calls > 0
+        assert any(leaf.method == "milp" for leaf in result.certificate.leaves)

@@ -22,11 +22,13 @@ import numpy as np
 import torch
 
 from bnbver.bab.branching import BranchContext
-from bnbver.bab.leaf import decide_leaf
 from bnbver.bab.node import Node
 from bnbver.bounds import BoundsOptions, NodeBatch, NodeState, bound_batch, prepare
+from bnbver.lp.highs import HighsOptions
+from bnbver.lp.relaxation import solve_fixed_node
+from bnbver.milp import MilpVerdict, decide_milp
 from bnbver.network import Network
-from bnbver.spec import Property
+from bnbver.spec import InputBox, Property
 from bnbver.splits import Split, SplitSet, split_masks
 
 #: Input boxes narrower than this (absolute, every side) are treated as points.
@@ -55,6 +57,7 @@ class BoundedChild:
     exhausted: bool
     method: str
     state: Payload | None
+    free_unstable: int = 0
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,9 @@ class NodeBounder:
         node_lb = per.min(dim=1).values.cpu().numpy()
         infeasible = result.infeasible.cpu().numpy()  # type: ignore[attr-defined]
         cands = result.candidates.cpu().numpy()  # type: ignore[attr-defined]
-        exhausted = self._exhausted(batch, result.state)  # type: ignore[attr-defined]
+        free = self._free_unstable(batch, result.state)  # type: ignore[attr-defined]
+        point = ((batch.upper - batch.lower) <= POINT_WIDTH).all(dim=1).cpu().numpy()
+        exhausted = (free == 0) | point
         coeffs = result.input_coeffs  # type: ignore[attr-defined]
         lo, up = batch.lower.cpu().numpy(), batch.upper.cpu().numpy()
         out = []
@@ -202,20 +207,20 @@ class NodeBounder:
                               None if coeffs is None else coeffs[b:b + 1]) if keep else None
             out.append(BoundedChild(lo[b], up[b], splits[b], float(node_lb[b]),
                                     bool(infeasible[b]), cands[b], bool(exhausted[b]),
-                                    method, payload))
+                                    method, payload, int(free[b])))
         return out
 
-    def _exhausted(self, batch: NodeBatch, state: NodeState) -> np.ndarray:
-        """Return (B,) bool: decide exactly (no free unstable ReLU left, or a point box).
+    def _free_unstable(self, batch: NodeBatch, state: NodeState) -> np.ndarray:
+        """Return (B,) counts of ReLUs that are neither split nor stable.
 
-        With input splits too: once every ReLU is stable on a box the network is affine there
-        and one LP decides the box exactly, conjunctions included.
+        A node with none left (or a point box) is decided exactly by LP: with every ReLU
+        stable the network is affine on the box, conjunctions included, also under input
+        splits.
         """
-        point = ((batch.upper - batch.lower) <= POINT_WIDTH).all(dim=1)
-        free = torch.zeros(batch.batch_size, dtype=torch.bool, device=self.device)
+        free = torch.zeros(batch.batch_size, dtype=torch.long, device=self.device)
         for m, lo, up in zip(batch.splits, state.pre_lower, state.pre_upper, strict=True):
-            free |= ((m == 0) & (lo < 0) & (up > 0)).any(dim=1)
-        return (~free | point).cpu().numpy()
+            free += ((m == 0) & (lo < 0) & (up > 0)).sum(dim=1)
+        return free.cpu().numpy()
 
     # ----------------------------------------------------------------- branching
     def branch_context(self, parents: list[Node], needs_lookahead: bool = False) -> BranchContext:
@@ -261,24 +266,37 @@ class NodeBounder:
         return evaluate
 
     # -------------------------------------------------------------------- leaves
-    def decide_exactly(self, node: Node, time_limit: float = 60.0) -> LeafVerdict:
-        """Decide a node with no free unstable ReLU by one LP per disjunct (``bab.leaf``).
+    def decide_by_milp(self, node: Node, time_limit: float) -> MilpVerdict:
+        """Decide a node by one big-M MILP per disjunct (HiGHS) under ``time_limit``."""
+        payload: Payload = node.state
+        lowers = [t[0].cpu().numpy() for t in payload.state.pre_lower]
+        uppers = [t[0].cpu().numpy() for t in payload.state.pre_upper]
+        masks = [m[0].cpu().numpy() for m in payload.masks]
+        return decide_milp(self.network, self.prop, (lowers, uppers), masks, "bigm",
+                           time_limit=time_limit, threads=1,
+                           box=InputBox(node.lower, node.upper))
 
-        Neurons that are neither split nor stable make the LP a relaxation, so such a node
-        (possible only for point-like input boxes) gets no proof (bound -inf).
+    def decide_exactly(self, node: Node, time_limit: float = 60.0) -> LeafVerdict:
+        """Decide a node with no free unstable ReLU by one exact LP per disjunct.
+
+        The LP (``lp.relaxation.solve_fixed_node``) encodes every neuron by its split or its
+        stable piece, so it is exact for ReLU networks; its bound is recomputed from the duals
+        in float64. A node that still has an unfixed neuron (a point-like box whose bounds do
+        not settle it) gets no proof (bound -inf), and the loop then answers UNKNOWN.
         """
         payload: Payload = node.state
-        signs = []
-        for k, m in enumerate(payload.masks):
-            lo = payload.state.pre_lower[k][0].cpu().numpy()
-            up = payload.state.pre_upper[k][0].cpu().numpy()
-            mk = m[0].cpu().numpy()
-            if np.any((mk == 0) & (lo < 0) & (up > 0)):
+        lowers = [t[0].cpu().numpy() for t in payload.state.pre_lower]
+        uppers = [t[0].cpu().numpy() for t in payload.state.pre_upper]
+        masks = [m[0].cpu().numpy() for m in payload.masks]
+        box = InputBox(node.lower, node.upper)
+        best, cand = np.inf, None
+        for disjunct in self.prop.unsafe.disjuncts:
+            try:
+                res = solve_fixed_node(self.network, box, (lowers, uppers), masks, disjunct,
+                                       HighsOptions(time_limit=time_limit, presolve=False))
+            except ValueError:
                 return LeafVerdict(-np.inf, False, None)
-            signs.append(np.where(mk != 0, mk, np.where(lo >= 0, 1, -1)).astype(np.int8))
-        try:
-            bound, cand = decide_leaf(self.network, node.lower, node.upper, signs,
-                                      self.prop.unsafe.disjuncts, time_limit)
-        except ValueError:  # max pooling: not affine under a ReLU pattern
-            return LeafVerdict(-np.inf, False, None)
-        return LeafVerdict(bound, bool(np.isinf(bound) and bound > 0), cand)
+            if res.candidate is not None and (cand is None or res.lower < best):
+                cand = res.candidate
+            best = min(best, res.lower)
+        return LeafVerdict(best, bool(np.isinf(best) and best > 0), cand)

@@ -51,8 +51,10 @@ class BabOptions:
         memory_cap: open nodes beyond which the frontier goes depth-first.
         jobs: parallel subtrees (joblib) in ``bnbver.bab.parallel``.
         lp_leaves: decide nodes with no unstable free neuron by one exact LP.
-        milp_fallback: solve the remaining open nodes' MILP with HiGHS when the search
-            stagnates and few unstable neurons remain.
+        milp_max_unstable: a ReLU-split node with at most this many free unstable neurons
+            (and at least one) is decided at once by a big-M MILP with HiGHS instead of being
+            branched further (0 disables); the MILP gets at most ``milp_time`` seconds, and
+            a node it cannot decide goes back on the frontier.
         record: path of a JSON-lines search-tree record, or None.
     """
 
@@ -67,7 +69,8 @@ class BabOptions:
     memory_cap: int = 200_000
     jobs: int = 1
     lp_leaves: bool = True
-    milp_fallback: bool = True
+    milp_max_unstable: int = 8
+    milp_time: float = 10.0
     record: str | None = None
 
 
@@ -189,6 +192,12 @@ def _prune(s: _Search, children: list[BoundedChild],
             if decided is not None:
                 return decided
             continue
+        if s.split_kind == "relu" and 0 < child.free_unstable <= s.options.milp_max_unstable:
+            closed, verdict = _decide_milp(s, node, child)
+            if verdict is not None:
+                return verdict
+            if closed:
+                continue
         s.recorder.node(node, parent, "open", time.monotonic() - s.started)
         s.frontier.push(node)
     return None
@@ -233,6 +242,29 @@ def _decide_leaf(s: _Search, node: Node, child: BoundedChild) -> Result | None:
     # The LP could not close it (tolerance): the answer can only be unknown.
     return Result(Status.UNKNOWN, stats=s.stats,
                   message="a fully split leaf was neither closed nor falsified by LP")
+
+
+def _decide_milp(s: _Search, node: Node, child: BoundedChild) -> tuple[bool, Result | None]:
+    """Try to decide a small subtree by MILP.
+
+    Returns:
+        (closed, result): ``result`` is VIOLATED when the MILP found a checked
+        counterexample; ``closed`` is True when the MILP proved the node safe.
+    """
+    left = s.deadline - time.monotonic()
+    if left <= 0.5:
+        return False, None
+    t0 = time.monotonic()
+    verdict = s.bounder.decide_by_milp(node, min(s.options.milp_time, left))
+    s.stats.milp_calls += 1
+    s.stats.add_time("milp", time.monotonic() - t0)
+    if verdict.status is Status.VIOLATED and verdict.counterexample is not None:
+        return False, Result(Status.VIOLATED, verdict.counterexample, stats=s.stats,
+                             message="found by MILP on a small subtree")
+    if verdict.status is Status.HOLDS:
+        _close(s, node, child, "milp")
+        return True, None
+    return False, None
 
 
 def _trace(s: _Search) -> None:

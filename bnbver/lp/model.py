@@ -77,3 +77,66 @@ class LpSolution:
     nodes: int = 0
     seconds: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)
+
+
+#: Relative size of the float64 rounding error allowed for in :func:`lagrangian_bound`: the
+#: bound is lowered by this times (number of terms) times the sum of absolute terms.
+ROUNDING_EPS = float(np.finfo(np.float64).eps)
+
+
+def lagrangian_bound(
+    lp: LinearProgram, row_duals: np.ndarray, cost: np.ndarray | None = None
+) -> float:
+    r"""Return a lower bound on ``min cost @ x`` over ``lp``'s feasible set from any row duals.
+
+    For every vector :math:`\lambda` and every feasible x,
+
+    .. math::
+        c^\top x = \lambda^\top A x + r^\top x, \qquad r = c - A^\top \lambda,
+
+    and each term is bounded below using the bounds of its row or column:
+    :math:`\lambda_i (Ax)_i \ge \lambda_i\,\mathrm{rl}_i` when :math:`\lambda_i > 0`,
+    :math:`\ge \lambda_i\,\mathrm{ru}_i` when :math:`\lambda_i < 0`;
+    :math:`r_j x_j \ge r_j\,\mathrm{cl}_j` when :math:`r_j > 0`, :math:`\ge r_j\,\mathrm{cu}_j`
+    when :math:`r_j < 0`. A multiplier that would meet an infinite row bound is set to 0
+    (any :math:`\lambda` is allowed), and an infinite column bound met by a nonzero
+    :math:`r_j` gives -inf. The sum is computed in float64 and then lowered by a bound on its
+    rounding error (including the error of computing r), so the result holds whatever
+    tolerances the solver used; a column with an infinite bound is assumed to get an exact
+    ``r_j = 0`` when its computed r_j is 0. With
+    ``cost = 0`` a positive result proves the LP infeasible (a Farkas certificate).
+
+    Args:
+        lp: the program (its ``c`` and ``offset`` are used unless ``cost`` is given).
+        row_duals: (n_rows,) any multipliers, e.g. the solver's row duals or dual ray.
+        cost: (n_cols,) objective to bound instead of ``lp.c`` (then the offset is ignored).
+
+    Returns:
+        A lower bound on the optimum (+inf is never returned; -inf when unbounded below).
+    """
+    c = lp.c if cost is None else np.asarray(cost, dtype=np.float64)
+    offset = lp.offset if cost is None else 0.0
+    lam = np.array(row_duals, dtype=np.float64).reshape(-1)
+    lam[~np.isfinite(lam)] = 0.0
+    lam[(lam > 0) & ~np.isfinite(lp.row_lower)] = 0.0
+    lam[(lam < 0) & ~np.isfinite(lp.row_upper)] = 0.0
+    r = c - lp.A.T @ lam
+    col_bound = np.where(r > 0, lp.col_lower, np.where(r < 0, lp.col_upper, 0.0))
+    if not np.all(np.isfinite(col_bound)):
+        return -np.inf
+    row_bound = np.where(lam > 0, lp.row_lower, np.where(lam < 0, lp.row_upper, 0.0))
+    terms = np.concatenate([r * col_bound, lam * row_bound])
+    total = float(np.sum(terms)) + offset
+    err = ROUNDING_EPS * (terms.size + 2) * (float(np.sum(np.abs(terms))) + abs(offset))
+    return total - err - _reduced_cost_error(lp, c, lam)
+
+
+def _reduced_cost_error(lp: LinearProgram, c: np.ndarray, lam: np.ndarray) -> float:
+    """Bound ``|(r_exact - r_computed) @ x|`` over the box (columns with finite bounds)."""
+    abs_a = abs(lp.A)
+    per_col = np.diff(abs_a.tocsc().indptr) if lp.num_rows else np.zeros(lp.num_cols)
+    k = float(np.max(per_col, initial=0)) + 2.0
+    size = np.abs(c) + abs_a.T @ np.abs(lam)
+    xmax = np.maximum(np.abs(lp.col_lower), np.abs(lp.col_upper))
+    xmax = np.where(np.isfinite(xmax), xmax, 0.0)
+    return float(ROUNDING_EPS * k * np.sum(size * xmax))

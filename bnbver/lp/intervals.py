@@ -1,0 +1,107 @@
+"""Interval arithmetic (IBP) in float64 numpy, for the LP/MILP builders and bound tightening.
+
+For an affine map :math:`z = W h + b` with :math:`h \\in [l, u]`, with centre
+:math:`c = (l+u)/2` and radius :math:`r = (u-l)/2`,
+
+.. math::
+    z \\in [W c + b - |W| r,\\; W c + b + |W| r].
+
+ReLU maps :math:`[l, u]` to :math:`[\\max(l,0), \\max(u,0)]`; max pooling takes the max of the
+window's lower and of its upper bounds. Each affine result is widened by ``IBP_SLACK``
+(relative) so float64 rounding cannot make it too tight. Given pre-activation bounds and
+split states are intersected in at every ReLU layer. The torch bound engine is separate
+(``bnbver.bounds``); this one serves the LP layer, which must not import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from bnbver.network import Conv2d, Dense, MaxPool2d, Network, ReLU
+
+#: Relative widening of every computed affine interval, covering float64 rounding.
+IBP_SLACK = 1e-12
+
+
+def affine_parts(layer: Dense | Conv2d) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Return the (n_out, n_in) matrix (sparse) and (n_out,) bias of an affine layer."""
+    if isinstance(layer, Dense):
+        return sp.csr_matrix(layer.weight), np.asarray(layer.bias)
+    return sp.csr_matrix(layer.matrix()), layer.flat_bias()
+
+
+def affine_interval(
+    W: sp.csr_matrix | np.ndarray, bias: np.ndarray, lower: np.ndarray, upper: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the interval of ``W h + bias`` over ``lower <= h <= upper`` (all (n,) arrays)."""
+    c = (lower + upper) / 2.0
+    r = (upper - lower) / 2.0
+    mid = np.asarray(W @ c).reshape(-1) + bias
+    rad = np.asarray(abs(W) @ r).reshape(-1)
+    slack = IBP_SLACK * (np.abs(mid) + rad + 1.0)
+    return mid - rad - slack, mid + rad + slack
+
+
+def maxpool_interval(
+    layer: MaxPool2d, lower: np.ndarray, upper: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return the interval of max pooling over ``[lower, upper]``; padding never wins."""
+    idx = layer.window_indices()
+    lo = np.concatenate([lower, [-np.inf]])[idx].max(axis=1)
+    hi = np.concatenate([upper, [-np.inf]])[idx].max(axis=1)
+    return lo, hi
+
+
+def apply_split_masks(
+    lower: np.ndarray, upper: np.ndarray, mask: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return bounds with active splits (mask +1) clipped to >= 0 and inactive ones to <= 0."""
+    if mask is None:
+        return lower, upper
+    m = np.asarray(mask).reshape(-1)
+    return (np.where(m > 0, np.maximum(lower, 0.0), lower),
+            np.where(m < 0, np.minimum(upper, 0.0), upper))
+
+
+def interval_bounds(
+    network: Network,
+    box_lower: np.ndarray,
+    box_upper: np.ndarray,
+    given: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
+    masks: Sequence[np.ndarray] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Propagate intervals through ``network``.
+
+    Args:
+        network: the network.
+        box_lower: (n_in,) input lower bounds.
+        box_upper: (n_in,) input upper bounds.
+        given: optional per-ReLU-layer (lower, upper) pre-activation bounds to intersect with.
+        masks: optional per-ReLU-layer split states (+1 active, -1 inactive, 0 free).
+
+    Returns:
+        Per-ReLU-layer pre-activation lower and upper bounds (lists of (n_l,) arrays), and
+        the output interval. A lower above an upper means the node is empty.
+    """
+    lo = np.asarray(box_lower, dtype=np.float64)
+    hi = np.asarray(box_upper, dtype=np.float64)
+    lowers: list[np.ndarray] = []
+    uppers: list[np.ndarray] = []
+    for layer in network.layers:
+        if isinstance(layer, (Dense, Conv2d)):
+            lo, hi = affine_interval(*affine_parts(layer), lo, hi)
+        elif isinstance(layer, MaxPool2d):
+            lo, hi = maxpool_interval(layer, lo, hi)
+        elif isinstance(layer, ReLU):
+            k = len(lowers)
+            if given is not None:
+                lo = np.maximum(lo, given[0][k])
+                hi = np.minimum(hi, given[1][k])
+            lo, hi = apply_split_masks(lo, hi, None if masks is None else masks[k])
+            lowers.append(lo)
+            uppers.append(hi)
+            lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
+    return lowers, uppers, (lo, hi)
