@@ -8,8 +8,8 @@ import joblib
 import numpy as np
 import pytest
 
-from bnbver.bab.loop import BabOptions
 import bnbver.bab.parallel as par
+from bnbver.bab.loop import BabOptions
 from bnbver.bab.parallel import run_parallel
 from bnbver.driver import verify
 from bnbver.result import Status, validate_counterexample
