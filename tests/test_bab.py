@@ -87,3 +87,14 @@ def test_small_subtrees_are_decided_by_milp(seed: int, offset: float) -> None:
     else:
         assert result.stats.milp_calls > 0
         assert any(leaf.method == "milp" for leaf in result.certificate.leaves)
+
+
+@pytest.mark.parametrize("offset", [0.02, -0.02])
+def test_root_lp_tightening_keeps_answers(offset: float) -> None:
+    net, prop, violated = _instance(9, 2, [4, 4], offset)
+    plain = run_bab(net, prop, BabOptions(split="relu", batch_size=4),
+                    deadline=time.monotonic() + 60)
+    tight = run_bab(net, prop, BabOptions(split="relu", batch_size=4, tighten="lp"),
+                    deadline=time.monotonic() + 60)
+    expected = Status.VIOLATED if violated else Status.HOLDS
+    assert plain.status is expected and tight.status is expected

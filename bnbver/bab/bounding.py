@@ -16,6 +16,7 @@ disjunct is excluded.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -26,6 +27,7 @@ from bnbver.bab.node import Node
 from bnbver.bounds import BoundsOptions, NodeBatch, NodeState, bound_batch, prepare
 from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import solve_fixed_node
+from bnbver.lp.tighten import TightenOptions, tighten_bounds
 from bnbver.milp import MilpVerdict, decide_milp
 from bnbver.network import Network
 from bnbver.spec import InputBox, Property
@@ -133,7 +135,33 @@ class NodeBounder:
                       for m in split_masks([splits], self.net.relu_sizes))
         batch = NodeBatch(lo, up, masks, None)
         result = bound_batch(self.net, batch, self.root_opts)
-        return self._children(batch, result, [splits], self.root_opts.method)[0]
+        root = self._children(batch, result, [splits], self.root_opts.method)[0]
+        mode = getattr(self.options, "tighten", "none")
+        if mode == "none" or root.state is None or root.infeasible:
+            return root
+        state = self._tightened(root, splits, mode)
+        result = bound_batch(self.net, NodeBatch(lo, up, masks, state), self.root_opts)
+        return self._children(batch, result, [splits], f"{self.root_opts.method}+{mode}")[0]
+
+    def _tightened(self, root: BoundedChild, splits: SplitSet, mode: str) -> NodeState:
+        """Return the root state with its ReLU bounds tightened by LP (or MILP) solves.
+
+        The tightened bounds come from ``lp.tighten`` (dual/MIP-dual bounds only, so they
+        are sound) and are intersected with the engine's bounds.
+        """
+        state = root.state.state  # type: ignore[union-attr]
+        pre = ([t[0].cpu().numpy() for t in state.pre_lower],
+               [t[0].cpu().numpy() for t in state.pre_upper])
+        budget = getattr(self.options, "tighten_time", 30.0)
+        res = tighten_bounds(self.network, InputBox(root.lower, root.upper), pre, splits,
+                             TightenOptions(mode=mode, deadline=time.monotonic() + budget))
+        lower, upper = list(state.lower), list(state.upper)
+        for k, slot in enumerate(state.relu_slots):
+            lo = torch.as_tensor(res.lower[k], dtype=self.dtype, device=self.device)[None]
+            up = torch.as_tensor(res.upper[k], dtype=self.dtype, device=self.device)[None]
+            lower[slot] = torch.maximum(lower[slot], lo)
+            upper[slot] = torch.minimum(upper[slot], up)
+        return NodeState(tuple(lower), tuple(upper), state.relu_slots, state.row_lower)
 
     def bound_children(self, parents: list[Node], decisions: list) -> list[BoundedChild]:
         """Branch every parent by its decision and bound all children in one call.

@@ -55,6 +55,8 @@ class BabOptions:
             (and at least one) is decided at once by a big-M MILP with HiGHS instead of being
             branched further (0 disables); the MILP gets at most ``milp_time`` seconds, and
             a node it cannot decide goes back on the frontier.
+        tighten: bound tightening of the root's ReLU bounds before branching: "none",
+            "lp" or "milp" (Fischetti & Jo / Tjeng et al.), within ``tighten_time`` seconds.
         record: path of a JSON-lines search-tree record, or None.
     """
 
@@ -71,6 +73,8 @@ class BabOptions:
     lp_leaves: bool = True
     milp_max_unstable: int = 8
     milp_time: float = 10.0
+    tighten: str = "none"
+    tighten_time: float = 30.0
     record: str | None = None
 
 

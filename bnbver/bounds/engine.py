@@ -5,10 +5,13 @@ One call bounds B nodes, each with its own input box and split state, in four st
 1. intermediate bounds, slot by slot: interval propagation from the previous slot's bounds,
    intersected with the bounds inherited from the parent, clamped by the splits and, for nodes
    without a parent state (or with ``intermediate="crown"``), refined by CROWN on the neurons
-   that are still unstable in some node (optionally alpha-optimised);
+   that are still unstable in some node (optionally alpha-optimised); with
+   ``intermediate="forward"`` all slots come instead from one forward symbolic pass
+   (:mod:`bnbver.bounds.forward`), intersected the same way;
 2. infeasibility: a node whose clamped bounds cross is flagged and gets ``+inf`` bounds;
-3. the margins ``C y - d``: IBP, CROWN (intersected with IBP), or alpha/beta-optimised CROWN
-   warm-started from the parent's parameters;
+3. the margins ``C y - d``: IBP, CROWN (intersected with IBP and, in forward mode, with the
+   forward margin bounds), or alpha/beta-optimised CROWN warm-started from the parent's
+   parameters;
 4. intersection with the parent's margin bounds (a child's feasible set is a subset of its
    parent's, so nothing ever gets looser), and the candidate counterexamples.
 
@@ -28,6 +31,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bnbver.bounds.forward import forward_bounds, supports_forward
 from bnbver.bounds.interval import clamp_splits, crossing, slot_input_interval, slot_split
 from bnbver.bounds.linear import (
     Relax,
@@ -173,10 +177,20 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
     return lo, hi
 
 
+Intermediate = tuple[list[Tensor], list[Tensor], list[Relax], Tensor, Tensor | None]
+
+
 def _intermediate(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions
-                  ) -> tuple[list[Tensor], list[Tensor], list[Relax], Tensor]:
-    """Return per-slot bounds, relaxations and the (B,) infeasibility flags."""
-    refine = batch.state is None or options.intermediate == "crown"
+                  ) -> Intermediate:
+    """Return per-slot bounds, relaxations, (B,) infeasibility flags and forward rows.
+
+    The forward rows (B, R) are the margin bounds of ``intermediate="forward"`` (else None).
+    """
+    if (options.intermediate == "forward" and options.method != "ibp"
+            and supports_forward(net)):
+        fwd = forward_bounds(net, batch)
+        return fwd.lower, fwd.upper, fwd.relax, fwd.infeasible, fwd.row_lower
+    refine = batch.state is None or options.intermediate in ("crown", "forward")
     _, _, tol = net.margins
     lows: list[Tensor] = []
     ups: list[Tensor] = []
@@ -188,7 +202,7 @@ def _intermediate(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions
         lows.append(lo)
         ups.append(hi)
         relax.append(_make_relax(net, slot, lo, hi, slot_split(net, batch.splits, slot)))
-    return lows, ups, relax, infeasible
+    return lows, ups, relax, infeasible, None
 
 
 def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, relax: Sequence[Relax],
@@ -260,9 +274,11 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch,
     _validate_options(net, options)
     batch, lo64, hi64 = _validate_batch(net, batch)
     with torch.no_grad():
-        lows, ups, relax, infeasible = _intermediate(net, batch, options)
+        lows, ups, relax, infeasible, fwd_rows = _intermediate(net, batch, options)
         ibp_lo, _ = slot_input_interval(net, len(net.slot_ops), lows, ups, batch.lower,
                                         batch.upper)
+        if fwd_rows is not None:
+            ibp_lo = torch.maximum(ibp_lo, fwd_rows)
         rows, coeffs, best = _final_rows(net, batch, relax, ibp_lo, options)
         worst = _worst_coeffs(rows, coeffs)
         if batch.state is not None and batch.state.row_lower is not None:
@@ -299,7 +315,7 @@ def intermediate_bounds(net: BoundedNetwork, batch: NodeBatch,
     _validate_options(net, options)
     batch, _, _ = _validate_batch(net, batch)
     with torch.no_grad():
-        lows, ups, _, infeasible = _intermediate(net, batch, options)
+        lows, ups, _, infeasible, _ = _intermediate(net, batch, options)
     return NodeState(tuple(lows), tuple(ups), net.relu_slots), infeasible
 
 

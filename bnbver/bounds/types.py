@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 METHODS = ("ibp", "crown", "alpha", "beta")
-INTERMEDIATE_MODES = ("inherit", "crown")
+INTERMEDIATE_MODES = ("inherit", "crown", "forward")
 
 # Safety margins subtracted from every computed lower bound (added to upper bounds):
 # ``margin = REL * magnitude + ABS`` where ``magnitude`` is the sum of absolute values of the
@@ -61,7 +61,10 @@ class BoundsOptions:
         intermediate: for nodes that carry a parent state, ``"inherit"`` keeps the parent's
             intermediate bounds (tightened by the splits and interval propagation) and
             ``"crown"`` also recomputes them by CROWN. Nodes without a state (the root)
-            always get CROWN intermediate bounds (unless method is ``"ibp"``).
+            get CROWN intermediate bounds (unless method is ``"ibp"``). ``"forward"``
+            computes them for every node (root included) by forward symbolic bounds
+            (:mod:`bnbver.bounds.forward`; cheap for few inputs), intersected with interval
+            and inherited bounds; networks with max pooling fall back to ``"crown"``.
         optimize_intermediate: alpha-optimise the intermediate bounds too (the root, or any
             batch whose intermediate bounds are recomputed); costly, best for the root.
         device: torch device of the prepared network and every returned tensor.

@@ -28,6 +28,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="what to branch on (default: auto by input dimension)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel subtrees (joblib)")
     parser.add_argument("--device", default="cpu", help="torch device for the bounds")
+    parser.add_argument("--tighten", choices=["none", "lp", "milp"], default="none",
+                        help="tighten the root's ReLU bounds by LP or MILP before branching")
+    parser.add_argument("--record", default=None,
+                        help="write the search tree as JSON lines (one line per node)")
 
 
 def summary(result: Result) -> str:
@@ -46,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     options = VerifierOptions.from_kwargs(
         timeout=max(args.timeout - (time.monotonic() - start), 0.1), seed=args.seed,
         branching=args.branching, split=args.split, jobs=args.jobs, device=args.device,
+        tighten=args.tighten, record=args.record,
     )
     result = verify(network, props, options, source_path=args.net)
     text = format_vnncomp(result)
