@@ -82,6 +82,19 @@ def _validate(network: Network, props: list[Property]) -> None:
         validate_property(p, network.input_size, network.num_outputs, p.name or "property")
 
 
+def _validate_options(network: Network, options: VerifierOptions) -> None:
+    from bnbver.bab.branching import default_heuristic, validate_heuristic
+    from bnbver.bab.loop import BabOptions, choose_split_kind
+
+    bab = options.bab if options.bab is not None else BabOptions()
+    if bab.split not in ("auto", "relu", "input"):
+        raise InputError("--split", f"must be auto, relu or input, got {bab.split!r}")
+    kind = choose_split_kind(network, bab)
+    validate_heuristic(bab.branching or default_heuristic(kind), kind)
+    if not options.timeout > 0:
+        raise InputError("--timeout", f"must be > 0 seconds, got {options.timeout}")
+
+
 def verify(network: Network, properties: Property | Sequence[Property],
            options: VerifierOptions | None = None, source_path: str | Path | None = None,
            **kwargs: Any) -> Result:
@@ -104,13 +117,14 @@ def verify(network: Network, properties: Property | Sequence[Property],
     props = _as_properties(properties)
     _validate(network, props)
     options = options or VerifierOptions.from_kwargs(**kwargs)
+    _validate_options(network, options)
     start = time.monotonic()
     deadline = start + options.timeout
     stats = Stats()
     try:
         result = _verify_all(network, props, options, deadline, stats)
     except BnbverError as exc:
-        log.exception("verification failed")
+        log.error("verification failed: %s", exc)
         result = Result(Status.ERROR, stats=stats, message=str(exc))
     result = replace(result, wall_time=time.monotonic() - start)
     if result.status is Status.VIOLATED and source_path is not None:

@@ -150,3 +150,8 @@ def test_entry_point_subprocess(tmp_path: Path) -> None:
                           check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "unsat"  # y0 <= 1 on the box, never >= 100
+
+
+def test_bad_branching_option(examples_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _expect_error(["verify", str(examples_dir / ACAS), str(examples_dir / "acasxu/prop_1.vnnlib"),
+                   "--branching", "babsr"], capsys, "--branching", "branches on relu")

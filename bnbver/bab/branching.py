@@ -30,6 +30,8 @@ from typing import Protocol
 
 import torch
 
+from bnbver.errors import InputError
+
 Scores = list[torch.Tensor]
 
 
@@ -129,6 +131,16 @@ def pick_input(ctx: BranchContext, scores: Scores) -> list[int]:
     return s.argmax(dim=1).tolist()
 
 
+def validate_heuristic(name: str, kind: str) -> None:
+    """Raise InputError unless ``name`` is a registered heuristic for splits of ``kind``."""
+    if name not in REGISTRY:
+        raise InputError("--branching",
+                         f"unknown branching heuristic {name!r}; known: {sorted(REGISTRY)}")
+    if REGISTRY[name].kind != kind:
+        raise InputError("--branching", f"heuristic {name!r} branches on "
+                         f"{REGISTRY[name].kind}, but the search splits {kind}")
+
+
 def choose_branches(bounder: object, parents: list, kind: str,
                     name: str) -> list:
     """Score the parents with heuristic ``name`` and return one decision per parent.
@@ -140,13 +152,10 @@ def choose_branches(bounder: object, parents: list, kind: str,
         name: registry name.
 
     Raises:
-        ValueError: unknown heuristic, or one of the other kind.
+        InputError: unknown heuristic, or one of the other kind.
     """
-    if name not in REGISTRY:
-        raise ValueError(f"unknown branching heuristic {name!r}; known: {sorted(REGISTRY)}")
+    validate_heuristic(name, kind)
     entry = REGISTRY[name]
-    if entry.kind != kind:
-        raise ValueError(f"heuristic {name!r} branches on {entry.kind}, search splits {kind}")
     ctx = bounder.branch_context(parents, needs_lookahead=(name == "fsb"))  # type: ignore[attr-defined]
     scores = entry.score(ctx)
     return pick_relu(ctx, scores) if kind == "relu" else pick_input(ctx, scores)

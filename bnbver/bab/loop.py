@@ -20,7 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from bnbver.bab.bounding import BoundedChild, NodeBounder
-from bnbver.bab.branching import choose_branches, default_heuristic
+from bnbver.bab.branching import choose_branches, default_heuristic, validate_heuristic
 from bnbver.bab.node import Frontier, Node
 from bnbver.bab.record import TreeRecorder
 from bnbver.network import Conv2d, Network
@@ -126,6 +126,7 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
     """
     stats = stats if stats is not None else Stats()
     kind = choose_split_kind(network, options)
+    validate_heuristic(options.branching or default_heuristic(kind), kind)
     search = _Search(network, prop, options, NodeBounder(network, prop, options, kind, seed),
                      Frontier(options.memory_cap), stats, [],
                      TreeRecorder(options.record), deadline, time.monotonic(), kind,
