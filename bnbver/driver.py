@@ -148,8 +148,8 @@ def _verify_all(network: Network, props: list[Property], options: VerifierOption
     for i, prop in enumerate(props):
         sub = _prove(network, prop, options, deadline, stats)
         if sub.status is Status.VIOLATED and sub.counterexample is not None:
-            cex: Counterexample = replace(sub.counterexample, property_index=i)
-            return Result(Status.VIOLATED, cex, stats=stats, message=sub.message)
+            found: Counterexample = replace(sub.counterexample, property_index=i)
+            return Result(Status.VIOLATED, found, stats=stats, message=sub.message)
         if sub.status is not Status.HOLDS:
             return Result(sub.status, stats=stats, message=sub.message)
         if sub.certificate is not None:

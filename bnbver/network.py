@@ -24,7 +24,7 @@ from bnbver.errors import InputError
 
 
 def _as_f64(a: Any) -> np.ndarray:
-    out = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+    out: np.ndarray = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
     out.setflags(write=False)
     return out
 
@@ -55,11 +55,13 @@ class Dense:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Return ``x @ W.T + b`` for x of shape (B, n_in)."""
-        return x @ self.weight.T + self.bias
+        out: np.ndarray = x @ self.weight.T + self.bias
+        return out
 
     def backward(self, a: np.ndarray) -> np.ndarray:
         """Return ``a @ W`` for a of shape (..., n_out)."""
-        return a @ self.weight
+        out: np.ndarray = a @ self.weight
+        return out
 
     def matrix(self) -> np.ndarray:
         """Return W as a dense (n_out, n_in) array."""
@@ -118,7 +120,8 @@ class Conv2d:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Return the convolution of x, shape (B, n_in) -> (B, n_out), exact in float64."""
-        return np.asarray((self._sparse @ x.T).T) + self.flat_bias()
+        out: np.ndarray = np.asarray((self._sparse @ x.T).T) + self.flat_bias()
+        return out
 
     def backward(self, a: np.ndarray) -> np.ndarray:
         """Return ``a @ W`` for a of shape (..., n_out)."""
@@ -213,7 +216,8 @@ class MaxPool2d:
         """Return the pooled batch, (B, n_in) -> (B, n_out)."""
         idx = self.window_indices()
         padded = np.concatenate([x, np.full((x.shape[0], 1), -np.inf)], axis=1)
-        return padded[:, idx].max(axis=2)
+        out: np.ndarray = padded[:, idx].max(axis=2)
+        return out
 
 
 Layer = Dense | Conv2d | ReLU | MaxPool2d | Flatten

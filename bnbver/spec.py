@@ -62,7 +62,8 @@ class HalfSpaces:
     def margins(self, y: np.ndarray) -> np.ndarray:
         """Return ``max_i (C y - d)_i`` per row of y (B, m) -> (B,); <= 0 means unsafe."""
         y2 = np.atleast_2d(y)
-        return np.max(y2 @ self.C.T - self.d, axis=1)
+        out: np.ndarray = np.max(y2 @ self.C.T - self.d, axis=1)
+        return out
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,9 @@ disjunct is excluded.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -163,7 +165,7 @@ class NodeBounder:
             upper[slot] = torch.minimum(upper[slot], up)
         return NodeState(tuple(lower), tuple(upper), state.relu_slots, state.row_lower)
 
-    def bound_children(self, parents: list[Node], decisions: list) -> list[BoundedChild]:
+    def bound_children(self, parents: list[Node], decisions: list[Any]) -> list[BoundedChild]:
         """Branch every parent by its decision and bound all children in one call.
 
         Returns 2 children per parent, in parent order (inactive/lower half first).
@@ -179,7 +181,7 @@ class NodeBounder:
         return states.take(index), index
 
     def _relu_children(self, parents: list[Node],
-                       decisions: list) -> tuple[NodeBatch, list[SplitSet]]:
+                       decisions: list[Any]) -> tuple[NodeBatch, list[SplitSet]]:
         state, index = self._parent_state(parents)
         masks = [torch.cat([p.state.masks[k] for p in parents], 0).index_select(0, index)
                  for k in range(len(self.net.relu_sizes))]
@@ -197,7 +199,7 @@ class NodeBounder:
         return NodeBatch(lo, up, tuple(masks), state), splits
 
     def _input_children(self, parents: list[Node],
-                        dims: list) -> tuple[NodeBatch, list[SplitSet]]:
+                        dims: list[Any]) -> tuple[NodeBatch, list[SplitSet]]:
         state, _ = self._parent_state(parents)
         lo = np.repeat(np.stack([p.lower for p in parents]), 2, axis=0)
         up = np.repeat(np.stack([p.upper for p in parents]), 2, axis=0)
@@ -268,8 +270,9 @@ class NodeBounder:
         return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
                              None, biases, input_coeffs, evaluate, self.generator)
 
-    def _lookahead(self, parents: list[Node], state: NodeState, masks: tuple, lo: torch.Tensor,
-                   up: torch.Tensor):  # type: ignore[no-untyped-def]
+    def _lookahead(self, parents: list[Node], state: NodeState,
+                   masks: tuple[torch.Tensor, ...], lo: torch.Tensor, up: torch.Tensor
+                   ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
         """Return FSB's evaluate(candidates) -> (lb_inactive, lb_active) by cheap CROWN."""
         offsets = np.cumsum([0, *self.net.relu_sizes])
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -141,8 +141,8 @@ def validate_heuristic(name: str, kind: str) -> None:
                          f"{REGISTRY[name].kind}, but the search splits {kind}")
 
 
-def choose_branches(bounder: object, parents: list, kind: str,
-                    name: str) -> list:
+def choose_branches(bounder: Any, parents: list[Any], kind: str,
+                    name: str) -> list[Any]:
     """Score the parents with heuristic ``name`` and return one decision per parent.
 
     Args:
@@ -156,7 +156,7 @@ def choose_branches(bounder: object, parents: list, kind: str,
     """
     validate_heuristic(name, kind)
     entry = REGISTRY[name]
-    ctx = bounder.branch_context(parents, needs_lookahead=(name == "fsb"))  # type: ignore[attr-defined]
+    ctx = bounder.branch_context(parents, needs_lookahead=(name == "fsb"))
     scores = entry.score(ctx)
     return pick_relu(ctx, scores) if kind == "relu" else pick_input(ctx, scores)
 

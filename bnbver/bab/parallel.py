@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -54,7 +55,9 @@ def _gather(network: Network, prop: Property, options: BabOptions,
     tasks = (delayed(solve_subtree)(network, prop, sub_opts, lo, up, sp, wall_deadline, flag,
                                     seed + i) for i, (lo, up, sp) in enumerate(pieces))
     worst: Result | None = None
-    for sub in Parallel(n_jobs=options.jobs, return_as="generator_unordered")(tasks):
+    results: Iterator[Result] = Parallel(n_jobs=options.jobs,
+                                         return_as="generator_unordered")(tasks)
+    for sub in results:
         _merge_stats(stats, sub.stats)
         if sub.status is Status.VIOLATED:
             Path(flag).touch()

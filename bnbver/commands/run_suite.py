@@ -92,8 +92,8 @@ def run_instance(inst: Instance, timeout: float) -> dict[str, str]:
 
 def _run_all(instances: list[Instance], args: argparse.Namespace) -> Iterator[dict[str, str]]:
     def budget(inst: Instance) -> float:
-        t = inst.timeout * args.timeout_scale
-        return min(t, args.max_timeout) if args.max_timeout else t
+        t = float(inst.timeout * args.timeout_scale)
+        return min(t, float(args.max_timeout)) if args.max_timeout else t
 
     if args.jobs <= 1:
         for inst in instances:
