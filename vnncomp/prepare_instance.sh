@@ -7,8 +7,10 @@ if [ "$#" -ne 4 ]; then
   echo "usage: $0 v1 CATEGORY ONNX VNNLIB" >&2
   exit 1
 fi
-pkill -f "bnbver verify" >/dev/null 2>&1 || true
-HERE="$(cd "$(dirname "$0")" && pwd)"
+# (BNBVER_NO_PKILL=1 skips this, for tests that run beside other bnbver processes.)
+if [ -z "${BNBVER_NO_PKILL:-}" ]; then
+  pkill -f "bnbver.cli verify" >/dev/null 2>&1 || true
+fi
 PY="${BNBVER_PYTHON:-python3}"
 "$PY" -m bnbver.cli info "$3" >/dev/null || exit 1
 exit 0

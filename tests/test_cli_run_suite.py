@@ -1,0 +1,67 @@
+"""run-suite streams one row per instance, checks expected answers, survives bad instances;
+the VNN-COMP scripts write a result file."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bnbver.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _suite(tmp_path: Path, examples_dir: Path, expected_sat: str) -> Path:
+    """A suite of the two bundled MNIST instances plus one whose network file is missing."""
+    shutil.copytree(examples_dir / "mnist_fc", tmp_path / "mnist_fc")
+    (tmp_path / "instances.csv").write_text(
+        "mnist_fc/mnist-net_256x2.onnx,mnist_fc/prop_0_0.03.vnnlib,60\n"
+        "mnist_fc/missing.onnx,mnist_fc/prop_0_0.03.vnnlib,60\n"
+        "mnist_fc/mnist-net_256x2.onnx,mnist_fc/prop_0_0.05.vnnlib,60\n")
+    (tmp_path / "expected.csv").write_text(
+        "onnx,vnnlib,expected,n_tools_agreeing,n_tools_disagreeing\n"
+        "mnist_fc/mnist-net_256x2.onnx,mnist_fc/prop_0_0.03.vnnlib,unsat,1,0\n"
+        f"mnist_fc/mnist-net_256x2.onnx,mnist_fc/prop_0_0.05.vnnlib,{expected_sat},1,0\n")
+    return tmp_path / "instances.csv"
+
+
+def test_run_suite_rows_and_errors(tmp_path: Path, examples_dir: Path,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "results.csv"
+    code = main(["run-suite", str(_suite(tmp_path, examples_dir, "sat")), "--out", str(out)])
+    assert code == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [r["result"] for r in rows] == ["unsat", "error", "sat"]
+    assert rows[0]["correct"] == "ok" and rows[2]["correct"] == "ok"
+    assert "no such file" in rows[1]["message"]
+    assert "[3/3]" in capsys.readouterr().err
+
+
+def test_run_suite_flags_wrong_answers(tmp_path: Path, examples_dir: Path) -> None:
+    out = tmp_path / "results.csv"
+    code = main(["run-suite", str(_suite(tmp_path, examples_dir, "unsat")), "--out", str(out),
+                 "--filter", "0.05"])
+    assert code == 1
+    rows = list(csv.DictReader(out.open()))
+    assert rows[0]["correct"] == "WRONG"
+
+
+def test_vnncomp_run_instance_script(tmp_path: Path, examples_dir: Path) -> None:
+    result = tmp_path / "out.txt"
+    net = examples_dir / "mnist_fc/mnist-net_256x2.onnx"
+    prop = examples_dir / "mnist_fc/prop_0_0.05.vnnlib"
+    env = {"BNBVER_PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "BNBVER_NO_PKILL": "1"}
+    prep = subprocess.run(["bash", str(REPO / "vnncomp/prepare_instance.sh"), "v1", "mnist_fc",
+                           str(net), str(prop)], env=env, capture_output=True, check=False)
+    assert prep.returncode == 0, prep.stderr
+    run = subprocess.run(["bash", str(REPO / "vnncomp/run_instance.sh"), "v1", "mnist_fc",
+                          str(net), str(prop), str(result), "60"], env=env,
+                         capture_output=True, check=False)
+    assert run.returncode == 0, run.stderr
+    text = result.read_text()
+    assert text.startswith("sat\n((X_0 ") and "(Y_9 " in text
