@@ -15,17 +15,18 @@ Public API::
     res.state         # NodeState for the children (.take(index), NodeState.cat(states))
 
 ``BoundsOptions(method="ibp" | "crown" | "alpha" | "beta", iterations, lr_alpha, lr_beta,
-lr_decay, intermediate="inherit" | "crown" | "forward", optimize_intermediate, device,
-dtype)``. Children inherit the parent's intermediate bounds (tightened by their splits and by
-interval propagation; ``intermediate="crown"`` recomputes them by CROWN, ``"forward"`` by
-forward symbolic bounds, the cheap choice for input splitting on few inputs), their margin bounds are
-re-bounded and intersected with the parent's, and alpha/beta are warm-started from the
-parent's. Also: :func:`ibp` (pure interval bounds), :func:`intermediate_bounds` (a batch
+lr_decay, intermediate="inherit" | "crown" | "forward" | "forward-crown",
+optimize_intermediate, device, dtype)``. Children inherit the parent's intermediate bounds
+(tightened by their splits and by interval propagation; ``intermediate="crown"`` recomputes
+them by CROWN, ``"forward"`` by forward symbolic bounds, the cheap choice for input splitting
+on few inputs, and ``"forward-crown"`` by both), their margin bounds are re-bounded and
+intersected with the parent's, and alpha/beta are warm-started from the parent's. Also:
+:func:`ibp` (pure interval bounds), :func:`intermediate_bounds` (a batch
 without inherited bounds) and :func:`stable_neurons` (which neurons are fixed, for branching).
 
 The relaxation math lives in the module docstrings of :mod:`~bnbver.bounds.interval`,
-:mod:`~bnbver.bounds.linear`, :mod:`~bnbver.bounds.forward` and :mod:`~bnbver.bounds.optimize`; shapes are explained in
-:mod:`~bnbver.bounds.types`.
+:mod:`~bnbver.bounds.linear`, :mod:`~bnbver.bounds.forward` and
+:mod:`~bnbver.bounds.optimize`; shapes are explained in :mod:`~bnbver.bounds.types`.
 """
 
 from bnbver.bounds.engine import (

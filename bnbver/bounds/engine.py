@@ -7,7 +7,8 @@ One call bounds B nodes, each with its own input box and split state, in four st
    without a parent state (or with ``intermediate="crown"``), refined by CROWN on the neurons
    that are still unstable in some node (optionally alpha-optimised); with
    ``intermediate="forward"`` all slots come instead from one forward symbolic pass
-   (:mod:`bnbver.bounds.forward`), intersected the same way;
+   (:mod:`bnbver.bounds.forward`), intersected the same way, and ``"forward-crown"`` then
+   refines by CROWN the neurons that the forward pass leaves unstable;
 2. infeasibility: a node whose clamped bounds cross is flagged and gets ``+inf`` bounds;
 3. the margins ``C y - d``: IBP, CROWN (intersected with IBP and, in forward mode, with the
    forward margin bounds), or alpha/beta-optimised CROWN warm-started from the parent's
@@ -45,6 +46,7 @@ from bnbver.bounds.linear import (
 from bnbver.bounds.optimize import Optimized, initial_alpha, initial_beta, optimize
 from bnbver.bounds.prepared import AffineOp, BoundedNetwork, PoolOp, ReluOp
 from bnbver.bounds.types import (
+    FORWARD_MODES,
     INTERMEDIATE_MODES,
     METHODS,
     BoundResult,
@@ -181,16 +183,30 @@ Intermediate = tuple[list[Tensor], list[Tensor], list[Relax], Tensor, Tensor | N
 
 
 def _intermediate(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions
-                  ) -> Intermediate:
+                  ) -> tuple[list[Tensor], list[Tensor], list[Relax], Tensor]:
+    """Return per-slot bounds, relaxations and the (B,) infeasibility flags."""
+    return _intermediate_rows(net, batch, options)[:4]
+
+
+def _intermediate_rows(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions
+                       ) -> Intermediate:
     """Return per-slot bounds, relaxations, (B,) infeasibility flags and forward rows.
 
-    The forward rows (B, R) are the margin bounds of ``intermediate="forward"`` (else None).
+    The forward rows (B, R) are the margin bounds of the forward pass in the forward modes
+    (else None).
     """
-    if (options.intermediate == "forward" and options.method != "ibp"
+    fwd_rows = None
+    if (options.intermediate in FORWARD_MODES and options.method != "ibp"
             and supports_forward(net)):
         fwd = forward_bounds(net, batch)
-        return fwd.lower, fwd.upper, fwd.relax, fwd.infeasible, fwd.row_lower
-    refine = batch.state is None or options.intermediate in ("crown", "forward")
+        if options.intermediate == "forward":
+            return fwd.lower, fwd.upper, fwd.relax, fwd.infeasible, fwd.row_lower
+        # "forward-crown": the forward bounds play the inherited bounds, so CROWN only
+        # refines the neurons they leave unstable.
+        batch = NodeBatch(batch.lower, batch.upper, batch.splits,
+                          NodeState(tuple(fwd.lower), tuple(fwd.upper), net.relu_slots))
+        fwd_rows = fwd.row_lower
+    refine = batch.state is None or options.intermediate != "inherit"
     _, _, tol = net.margins
     lows: list[Tensor] = []
     ups: list[Tensor] = []
@@ -202,7 +218,7 @@ def _intermediate(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions
         lows.append(lo)
         ups.append(hi)
         relax.append(_make_relax(net, slot, lo, hi, slot_split(net, batch.splits, slot)))
-    return lows, ups, relax, infeasible, None
+    return lows, ups, relax, infeasible, fwd_rows
 
 
 def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, relax: Sequence[Relax],
@@ -274,7 +290,7 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch,
     _validate_options(net, options)
     batch, lo64, hi64 = _validate_batch(net, batch)
     with torch.no_grad():
-        lows, ups, relax, infeasible, fwd_rows = _intermediate(net, batch, options)
+        lows, ups, relax, infeasible, fwd_rows = _intermediate_rows(net, batch, options)
         ibp_lo, _ = slot_input_interval(net, len(net.slot_ops), lows, ups, batch.lower,
                                         batch.upper)
         if fwd_rows is not None:
@@ -315,7 +331,7 @@ def intermediate_bounds(net: BoundedNetwork, batch: NodeBatch,
     _validate_options(net, options)
     batch, _, _ = _validate_batch(net, batch)
     with torch.no_grad():
-        lows, ups, _, infeasible, _ = _intermediate(net, batch, options)
+        lows, ups, _, infeasible = _intermediate(net, batch, options)
     return NodeState(tuple(lows), tuple(ups), net.relu_slots), infeasible
 
 

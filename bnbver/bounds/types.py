@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 METHODS = ("ibp", "crown", "alpha", "beta")
-INTERMEDIATE_MODES = ("inherit", "crown", "forward")
+INTERMEDIATE_MODES = ("inherit", "crown", "forward", "forward-crown")
+FORWARD_MODES = ("forward", "forward-crown")
 
 # Safety margins subtracted from every computed lower bound (added to upper bounds):
 # ``margin = REL * magnitude + ABS`` where ``magnitude`` is the sum of absolute values of the
@@ -64,7 +65,9 @@ class BoundsOptions:
             get CROWN intermediate bounds (unless method is ``"ibp"``). ``"forward"``
             computes them for every node (root included) by forward symbolic bounds
             (:mod:`bnbver.bounds.forward`; cheap for few inputs), intersected with interval
-            and inherited bounds; networks with max pooling fall back to ``"crown"``.
+            and inherited bounds; ``"forward-crown"`` then refines by CROWN the neurons the
+            forward bounds leave unstable (as tight as ``"crown"``, a little cheaper).
+            Networks with max pooling fall back to ``"crown"``.
         optimize_intermediate: alpha-optimise the intermediate bounds too (the root, or any
             batch whose intermediate bounds are recomputed); costly, best for the root.
         device: torch device of the prepared network and every returned tensor.
