@@ -26,7 +26,14 @@ import torch
 
 from bnbver.bab.branching import BranchContext
 from bnbver.bab.node import Node
-from bnbver.bounds import BoundsOptions, NodeBatch, NodeState, bound_batch, prepare
+from bnbver.bounds import (
+    BoundResult,
+    BoundsOptions,
+    NodeBatch,
+    NodeState,
+    bound_batch,
+    prepare,
+)
 from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import solve_fixed_node
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
@@ -41,11 +48,44 @@ POINT_WIDTH = 1e-10
 
 @dataclass(frozen=True, eq=False)
 class Payload:
-    """The per-node data the bounder keeps: split masks and the engine's state (B = 1)."""
+    """The per-node data the bounder keeps: split masks and where its engine state lives.
+
+    The state stays in the batch it was computed in (``batch_state``, row ``index``):
+    taking one row per node cost more than the bounding itself on small networks.
+
+    Attributes:
+        masks: per ReLU layer (1, n_l) split states (views into the batch's masks).
+        batch_state: the engine state of the whole batch the node was bounded in.
+        index: the node's row in ``batch_state``.
+        input_coeffs: (1, n_in) input coefficients of the worst row, or None.
+    """
 
     masks: tuple[torch.Tensor, ...]
-    state: NodeState
+    batch_state: NodeState
+    index: int
     input_coeffs: torch.Tensor | None = None
+
+    def single(self) -> NodeState:
+        """Return the node's own state (B = 1)."""
+        return self.batch_state.take(torch.tensor([self.index]))
+
+
+def gather_states(payloads: list[Payload]) -> NodeState:
+    """Return the states of ``payloads`` stacked in order, one ``take`` per source batch."""
+    groups: dict[int, list[int]] = {}
+    for pos, p in enumerate(payloads):
+        groups.setdefault(id(p.batch_state), []).append(pos)
+    parts, order = [], []
+    for positions in groups.values():
+        source = payloads[positions[0]].batch_state
+        parts.append(source.take(torch.tensor([payloads[i].index for i in positions])))
+        order.extend(positions)
+    stacked = parts[0] if len(parts) == 1 else NodeState.cat(parts)
+    if order == sorted(order):
+        return stacked
+    inverse = torch.empty(len(order), dtype=torch.long)
+    inverse[torch.tensor(order)] = torch.arange(len(order))
+    return stacked.take(inverse)
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +111,23 @@ class LeafVerdict:
     lower_bound: float
     infeasible: bool
     counterexample: np.ndarray | None
+
+
+Box = tuple[np.ndarray, np.ndarray]
+
+
+def _compute_dtype(precision: str, kind: str) -> torch.dtype | None:
+    """Return the bounds dtype: "auto" is the device default (float64 on the CPU).
+
+    float32 CROWN is 1.6-3.5x faster on ACAS Xu (results/bounds.md) and sound (the engine
+    subtracts safety margins), but those margins (about 2e-5 relative) stalled ACAS 1_1
+    prop_2, whose true margin is about 3e-3, just below zero: so it is opt-in.
+    """
+    if precision == "float64":
+        return torch.float64
+    if precision == "float32":
+        return torch.float32
+    return None
 
 
 def stack_rows(prop: Property) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -106,17 +163,19 @@ class NodeBounder:
         self.n_disjuncts = len(prop.unsafe.disjuncts)
         device = getattr(options, "device", "cpu")
         iterations = getattr(options, "iterations", 20)
+        dtype = _compute_dtype(getattr(options, "precision", "auto"), kind)
         # alpha-optimised intermediate bounds at the root are much tighter on deep nets
         # (results/bounds.md: mnist 256x6 -1245 -> -395) and their cost is paid once.
         self.root_opts = BoundsOptions(method=getattr(options, "root_method", "alpha"),
-                                       iterations=iterations, device=device,
+                                       iterations=iterations, device=device, dtype=dtype,
                                        optimize_intermediate=kind == "relu")
         child_method = getattr(options, "child_method", "beta")
         if kind == "input":
-            self.child_opts = BoundsOptions(method="crown", intermediate="crown", device=device)
+            self.child_opts = BoundsOptions(method="crown", intermediate="crown", device=device,
+                                            dtype=dtype)
         else:
             self.child_opts = BoundsOptions(method=child_method, iterations=iterations,
-                                            device=device)
+                                            device=device, dtype=dtype)
         self.cheap_opts = replace(self.child_opts, method="crown")
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device
@@ -133,19 +192,24 @@ class NodeBounder:
         ``splits`` makes the root a subtree of a larger search (parallel subtrees).
         """
         splits = splits or SplitSet()
-        lo = torch.tensor(lower, dtype=self.dtype, device=self.device).unsqueeze(0)
-        up = torch.tensor(upper, dtype=self.dtype, device=self.device).unsqueeze(0)
+        box = (np.asarray(lower, dtype=np.float64)[None], np.asarray(upper, dtype=np.float64)[None])
         masks = tuple(torch.tensor(m, device=self.device)
                       for m in split_masks([splits], self.net.relu_sizes))
-        batch = NodeBatch(lo, up, masks, None)
+        batch = NodeBatch(*self._box_tensors(*box), masks, None)
         result = bound_batch(self.net, batch, self.root_opts)
-        root = self._children(batch, result, [splits], self.root_opts.method)[0]
+        root = self._children(box, batch, result, [splits], self.root_opts.method)[0]
         mode = getattr(self.options, "tighten", "none")
         if mode == "none" or root.state is None or root.infeasible:
             return root
         state = self._tightened(root, splits, mode)
-        result = bound_batch(self.net, NodeBatch(lo, up, masks, state), self.root_opts)
-        return self._children(batch, result, [splits], f"{self.root_opts.method}+{mode}")[0]
+        batch = NodeBatch(batch.lower, batch.upper, masks, state)
+        result = bound_batch(self.net, batch, self.root_opts)
+        return self._children(box, batch, result, [splits], f"{self.root_opts.method}+{mode}")[0]
+
+    def _box_tensors(self, lo: np.ndarray, up: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return float64 tensors of a box: the engine rounds them outwards itself."""
+        return (torch.tensor(lo, dtype=torch.float64, device=self.device),
+                torch.tensor(up, dtype=torch.float64, device=self.device))
 
     def _tightened(self, root: BoundedChild, splits: SplitSet, mode: str) -> NodeState:
         """Return the root state with its ReLU bounds tightened by LP (or MILP) solves.
@@ -153,7 +217,8 @@ class NodeBounder:
         The tightened bounds come from ``lp.tighten`` (dual/MIP-dual bounds only, so they
         are sound) and are intersected with the engine's bounds.
         """
-        state = root.state.state  # type: ignore[union-attr]
+        assert root.state is not None
+        state = root.state.single()
         pre = ([t[0].cpu().numpy() for t in state.pre_lower],
                [t[0].cpu().numpy() for t in state.pre_upper])
         budget = getattr(self.options, "tighten_time", 30.0)
@@ -172,18 +237,18 @@ class NodeBounder:
 
         Returns 2 children per parent, in parent order (inactive/lower half first).
         """
-        batch, splits = (self._relu_children(parents, decisions) if self.kind == "relu"
-                         else self._input_children(parents, decisions))
+        box, batch, splits = (self._relu_children(parents, decisions) if self.kind == "relu"
+                              else self._input_children(parents, decisions))
         result = bound_batch(self.net, batch, self.child_opts)
-        return self._children(batch, result, splits, self.child_opts.method)
+        return self._children(box, batch, result, splits, self.child_opts.method)
 
     def _parent_state(self, parents: list[Node]) -> tuple[NodeState, torch.Tensor]:
-        states = NodeState.cat([p.state.state for p in parents])
+        states = gather_states([p.state for p in parents])
         index = torch.arange(len(parents), device=self.device).repeat_interleave(2)
         return states.take(index), index
 
     def _relu_children(self, parents: list[Node],
-                       decisions: list[Any]) -> tuple[NodeBatch, list[SplitSet]]:
+                       decisions: list[Any]) -> tuple[Box, NodeBatch, list[SplitSet]]:
         state, index = self._parent_state(parents)
         masks = [torch.cat([p.state.masks[k] for p in parents], 0).index_select(0, index)
                  for k in range(len(self.net.relu_sizes))]
@@ -194,14 +259,12 @@ class NodeBounder:
             masks[layer][2 * i + 1, unit] = 1
             splits.append(parent.splits.with_split(Split(layer, unit, False)))
             splits.append(parent.splits.with_split(Split(layer, unit, True)))
-        lo = torch.as_tensor(np.stack([p.lower for p in parents]), dtype=self.dtype,
-                             device=self.device).index_select(0, index)
-        up = torch.as_tensor(np.stack([p.upper for p in parents]), dtype=self.dtype,
-                             device=self.device).index_select(0, index)
-        return NodeBatch(lo, up, tuple(masks), state), splits
+        lo = np.repeat(np.stack([p.lower for p in parents]), 2, axis=0)
+        up = np.repeat(np.stack([p.upper for p in parents]), 2, axis=0)
+        return (lo, up), NodeBatch(*self._box_tensors(lo, up), tuple(masks), state), splits
 
     def _input_children(self, parents: list[Node],
-                        dims: list[Any]) -> tuple[NodeBatch, list[SplitSet]]:
+                        dims: list[Any]) -> tuple[Box, NodeBatch, list[SplitSet]]:
         state, _ = self._parent_state(parents)
         lo = np.repeat(np.stack([p.lower for p in parents]), 2, axis=0)
         up = np.repeat(np.stack([p.upper for p in parents]), 2, axis=0)
@@ -211,31 +274,32 @@ class NodeBounder:
             lo[2 * i + 1, j] = mid
         masks = tuple(torch.zeros((2 * len(parents), n), dtype=torch.int8, device=self.device)
                       for n in self.net.relu_sizes)
-        batch = NodeBatch(torch.as_tensor(lo, dtype=self.dtype, device=self.device),
-                          torch.as_tensor(up, dtype=self.dtype, device=self.device),
-                          masks, state.without_optimizer_state())
-        return batch, [p.splits for p in parents for _ in (0, 1)]
+        batch = NodeBatch(*self._box_tensors(lo, up), masks, state.without_optimizer_state())
+        return (lo, up), batch, [p.splits for p in parents for _ in (0, 1)]
 
-    def _children(self, batch: NodeBatch, result: object, splits: list[SplitSet],
-                  method: str) -> list[BoundedChild]:
-        """Split a batch result into per-node BoundedChild objects."""
-        row_lower = result.row_lower  # type: ignore[attr-defined]
+    def _children(self, box: Box, batch: NodeBatch, result: BoundResult,
+                  splits: list[SplitSet], method: str) -> list[BoundedChild]:
+        """Split a batch result into per-node BoundedChild objects.
+
+        Boxes stay float64 numpy (``box``): the engine may compute in float32, but node
+        boxes must tile the root box exactly.
+        """
+        row_lower = result.row_lower
         per = torch.full((row_lower.shape[0], self.n_disjuncts), -torch.inf,
                          dtype=row_lower.dtype, device=row_lower.device)
         per = per.scatter_reduce(1, self._disj.expand_as(row_lower), row_lower, "amax")
         node_lb = per.min(dim=1).values.cpu().numpy()
-        infeasible = result.infeasible.cpu().numpy()  # type: ignore[attr-defined]
-        cands = result.candidates.cpu().numpy()  # type: ignore[attr-defined]
-        free = self._free_unstable(batch, result.state)  # type: ignore[attr-defined]
-        point = ((batch.upper - batch.lower) <= POINT_WIDTH).all(dim=1).cpu().numpy()
-        exhausted = (free == 0) | point
-        coeffs = result.input_coeffs  # type: ignore[attr-defined]
-        lo, up = batch.lower.cpu().numpy(), batch.upper.cpu().numpy()
+        infeasible = result.infeasible.cpu().numpy()
+        lo, up = box
+        coeffs = result.input_coeffs
+        cands = (result.candidates.cpu().numpy() if coeffs is None
+                 else np.where(coeffs.cpu().numpy() > 0, lo, up))
+        free = self._free_unstable(batch, result.state)
+        exhausted = (free == 0) | np.all(up - lo <= POINT_WIDTH, axis=1)
         out = []
         for b in range(batch.batch_size):
             keep = not (infeasible[b] or node_lb[b] > 0)
-            payload = Payload(tuple(m[b:b + 1] for m in batch.splits),
-                              result.state.take(torch.tensor([b])),  # type: ignore[attr-defined]
+            payload = Payload(tuple(m[b:b + 1] for m in batch.splits), result.state, b,
                               None if coeffs is None else coeffs[b:b + 1]) if keep else None
             out.append(BoundedChild(lo[b], up[b], splits[b], float(node_lb[b]),
                                     bool(infeasible[b]), cands[b], bool(exhausted[b]),
@@ -261,7 +325,7 @@ class NodeBounder:
                              device=self.device)
         up = torch.as_tensor(np.stack([p.upper for p in parents]), dtype=self.dtype,
                              device=self.device)
-        state = NodeState.cat([p.state.state for p in parents])
+        state = gather_states([p.state for p in parents])
         masks = tuple(torch.cat([p.state.masks[k] for p in parents], 0)
                       for k in range(len(self.net.relu_sizes)))
         biases = tuple(self.net.ops[self.net.slot_ops[s] - 1].bias  # type: ignore[union-attr]
@@ -302,8 +366,9 @@ class NodeBounder:
     def decide_by_milp(self, node: Node, time_limit: float) -> MilpVerdict:
         """Decide a node by one big-M MILP per disjunct (HiGHS) under ``time_limit``."""
         payload: Payload = node.state
-        lowers = [t[0].cpu().numpy() for t in payload.state.pre_lower]
-        uppers = [t[0].cpu().numpy() for t in payload.state.pre_upper]
+        single = payload.single()
+        lowers = [t[0].cpu().numpy() for t in single.pre_lower]
+        uppers = [t[0].cpu().numpy() for t in single.pre_upper]
         masks = [m[0].cpu().numpy() for m in payload.masks]
         return decide_milp(self.network, self.prop, (lowers, uppers), masks, "bigm",
                            time_limit=time_limit, threads=1,
@@ -318,8 +383,9 @@ class NodeBounder:
         not settle it) gets no proof (bound -inf), and the loop then answers UNKNOWN.
         """
         payload: Payload = node.state
-        lowers = [t[0].cpu().numpy() for t in payload.state.pre_lower]
-        uppers = [t[0].cpu().numpy() for t in payload.state.pre_upper]
+        single = payload.single()
+        lowers = [t[0].cpu().numpy() for t in single.pre_lower]
+        uppers = [t[0].cpu().numpy() for t in single.pre_upper]
         masks = [m[0].cpu().numpy() for m in payload.masks]
         box = InputBox(node.lower, node.upper)
         best, cand = np.inf, None

@@ -48,6 +48,8 @@ class BabOptions:
         root_method / child_method: bounds method at the root and for children.
         iterations: alpha/beta optimisation steps per bound call.
         device: torch device of the bounds ("cpu" or "cuda").
+        precision: "auto" (the device default: float64 on the CPU), "float32" or "float64";
+            counterexamples are always checked in float64.
         memory_cap: open nodes beyond which the frontier goes depth-first.
         jobs: parallel subtrees (joblib) in ``bnbver.bab.parallel``.
         lp_leaves: decide nodes with no unstable free neuron by one exact LP.
@@ -68,6 +70,7 @@ class BabOptions:
     child_method: str = "beta"
     iterations: int = 20
     device: str = "cpu"
+    precision: str = "auto"
     memory_cap: int = 200_000
     jobs: int = 1
     lp_leaves: bool = True
@@ -181,14 +184,15 @@ def _round(s: _Search) -> Result | None:
 def _prune(s: _Search, children: list[BoundedChild],
            parents: list[Node | None]) -> Result | None:
     """Close proven children, check candidates, decide fully split leaves, push the rest."""
-    for child, parent in zip(children, parents, strict=True):
+    suspicious = _unsafe_candidates(s, children)
+    for child, parent, suspect in zip(children, parents, suspicious, strict=True):
         node = _as_node(s, child, parent)
         s.stats.nodes += 1
         s.stats.max_depth = max(s.stats.max_depth, node.depth)
         if child.infeasible or child.lower_bound > SOUNDNESS_EPS:
             _close(s, node, child, "infeasible" if child.infeasible else child.method)
             continue
-        cex = _check_candidate(s, child)
+        cex = _check_candidate(s, child) if suspect else None
         if cex is not None:
             s.recorder.node(node, parent, "counterexample", time.monotonic() - s.started)
             return cex
@@ -219,6 +223,21 @@ def _as_node(s: _Search, child: BoundedChild, parent: Node | None) -> Node:
 def _close(s: _Search, node: Node, child: BoundedChild, method: str) -> None:
     s.leaves.append(Leaf(node.lower, node.upper, node.splits, child.lower_bound, method))
     s.recorder.node(node, None, method, time.monotonic() - s.started)
+
+
+def _unsafe_candidates(s: _Search, children: list[BoundedChild]) -> np.ndarray:
+    """Return (n,) bool: the child's candidate looks unsafe in one batched float64 pass.
+
+    Only these are then validated one by one (``validate_counterexample``), which keeps the
+    per-child cost of the search low.
+    """
+    flags = np.zeros(len(children), dtype=bool)
+    idx = [i for i, c in enumerate(children) if c.candidate is not None]
+    if idx:
+        xs = np.stack([children[i].candidate for i in idx])  # type: ignore[misc]
+        margins = s.prop.unsafe.margins(s.network.forward(xs)).min(axis=1)
+        flags[np.asarray(idx)[margins <= 1e-9]] = True
+    return flags
 
 
 def _check_candidate(s: _Search, child: BoundedChild) -> Result | None:
