@@ -58,12 +58,15 @@ class Payload:
         batch_state: the engine state of the whole batch the node was bounded in.
         index: the node's row in ``batch_state``.
         input_coeffs: (1, n_in) input coefficients of the worst row, or None.
+        relu_coeffs: per ReLU layer (1, n_l) coefficients of the ReLU outputs in the worst
+            row's bound (for BaBSR), or None.
     """
 
     masks: tuple[torch.Tensor, ...]
     batch_state: NodeState
     index: int
     input_coeffs: torch.Tensor | None = None
+    relu_coeffs: tuple[torch.Tensor, ...] | None = None
 
     def single(self) -> NodeState:
         """Return the node's own state (B = 1)."""
@@ -164,19 +167,23 @@ class NodeBounder:
         device = getattr(options, "device", "cpu")
         iterations = getattr(options, "iterations", 20)
         dtype = _compute_dtype(getattr(options, "precision", "auto"), kind)
+        branching = getattr(options, "branching", None) or ("babsr" if kind == "relu" else "")
+        wants_coeffs = kind == "relu" and branching in ("babsr", "fsb")
         # alpha-optimised intermediate bounds at the root are much tighter on deep nets
         # (results/bounds.md: mnist 256x6 -1245 -> -395) and their cost is paid once.
         self.root_opts = BoundsOptions(method=getattr(options, "root_method", "alpha"),
                                        iterations=iterations, device=device, dtype=dtype,
-                                       optimize_intermediate=kind == "relu")
+                                       optimize_intermediate=kind == "relu",
+                                       relu_coeffs=wants_coeffs)
         child_method = getattr(options, "child_method", "beta")
         if kind == "input":
             self.child_opts = BoundsOptions(method="crown", intermediate="crown", device=device,
                                             dtype=dtype)
         else:
             self.child_opts = BoundsOptions(method=child_method, iterations=iterations,
-                                            device=device, dtype=dtype)
-        self.cheap_opts = replace(self.child_opts, method="crown")
+                                            device=device, dtype=dtype,
+                                            relu_coeffs=wants_coeffs)
+        self.cheap_opts = replace(self.child_opts, method="crown", relu_coeffs=False)
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device
         self.generator = torch.Generator().manual_seed(seed)
@@ -299,8 +306,11 @@ class NodeBounder:
         out = []
         for b in range(batch.batch_size):
             keep = not (infeasible[b] or node_lb[b] > 0)
-            payload = Payload(tuple(m[b:b + 1] for m in batch.splits), result.state, b,
-                              None if coeffs is None else coeffs[b:b + 1]) if keep else None
+            payload = Payload(
+                tuple(m[b:b + 1] for m in batch.splits), result.state, b,
+                None if coeffs is None else coeffs[b:b + 1],
+                None if result.relu_coeffs is None else tuple(
+                    r[b:b + 1] for r in result.relu_coeffs)) if keep else None
             out.append(BoundedChild(lo[b], up[b], splits[b], float(node_lb[b]),
                                     bool(infeasible[b]), cands[b], bool(exhausted[b]),
                                     method, payload, int(free[b])))
@@ -333,8 +343,12 @@ class NodeBounder:
         evaluate = self._lookahead(parents, state, masks, lo, up) if needs_lookahead else None
         coeffs = [p.state.input_coeffs for p in parents]
         input_coeffs = None if any(c is None for c in coeffs) else torch.cat(coeffs, 0)
+        lams = [p.state.relu_coeffs for p in parents]
+        relu_coeffs = None if any(c is None for c in lams) else tuple(
+            torch.cat([c[k] for c in lams], 0)  # type: ignore[index]
+            for k in range(len(self.net.relu_sizes)))
         return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
-                             None, biases, input_coeffs, evaluate, self.generator)
+                             relu_coeffs, biases, input_coeffs, evaluate, self.generator)
 
     def _lookahead(self, parents: list[Node], state: NodeState,
                    masks: tuple[torch.Tensor, ...], lo: torch.Tensor, up: torch.Tensor

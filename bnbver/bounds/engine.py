@@ -36,6 +36,7 @@ from bnbver.bounds.forward import forward_bounds, supports_forward
 from bnbver.bounds.interval import clamp_splits, crossing, slot_input_interval, slot_split
 from bnbver.bounds.linear import (
     Relax,
+    backward,
     crown_rows,
     crown_slot,
     final_start,
@@ -304,7 +305,29 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch,
         state = NodeState(tuple(lows), tuple(ups), net.relu_slots, rows,
                           None if best is None else best.alpha,
                           None if best is None else best.beta)
-    return BoundResult(rows, cand, infeasible, state, worst)
+        relu_coeffs = (_relu_coefficients(net, relax, best, rows)
+                       if options.relu_coeffs and options.method != "ibp" else None)
+    return BoundResult(rows, cand, infeasible, state, worst, relu_coeffs)
+
+
+def _relu_coefficients(net: BoundedNetwork, relax: Sequence[Relax], best: Optimized | None,
+                       rows: Tensor) -> tuple[Tensor, ...]:
+    """Return per ReLU layer (B, n_l) coefficients of the ReLU outputs in the worst row's bound.
+
+    One backward pass with the final alpha/beta (CROWN's slopes without them) records the
+    coefficient that multiplies each ReLU layer's output.
+    """
+    start, a0, b0 = final_start(net)
+    record: list[Tensor | None] = [None] * len(net.relu_slots)
+    backward(net, start, a0, b0, relax, None if best is None else list(best.alpha),
+             None if best is None or best.beta is None else list(best.beta), record)
+    n = rows.shape[0]
+    pick = torch.arange(n, device=rows.device), rows.argmin(dim=1)
+    out = []
+    for r in record:
+        assert r is not None
+        out.append(r.expand(n, -1, -1)[pick].detach())
+    return tuple(out)
 
 
 def bound_root(net: BoundedNetwork, lower: Any, upper: Any,

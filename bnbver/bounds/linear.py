@@ -156,7 +156,8 @@ def pool_backward(op: PoolOp, a: Tensor, bias: Tensor, px: PoolRelax) -> tuple[T
 
 def backward(net: BoundedNetwork, start: int, a: Tensor, bias: Tensor,
              relax: Sequence[Relax], alpha: Sequence[Tensor] | None = None,
-             beta: Sequence[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
+             beta: Sequence[Tensor | None] | None = None,
+             record: list[Tensor | None] | None = None) -> tuple[Tensor, Tensor]:
     """Propagate a lower bound (A, c) on the output of ``ops[start]`` back to the input.
 
     Args:
@@ -167,6 +168,8 @@ def backward(net: BoundedNetwork, start: int, a: Tensor, bias: Tensor,
         relax: relaxation of every slot up to ``start``.
         alpha: per ReLU layer (B, R, n_l) lower slopes, or None for CROWN's.
         beta: per ReLU layer (B, R, n_l) split multipliers (None entries: zero), or None.
+        record: when given (one entry per ReLU layer), receives the coefficients of each
+            ReLU layer's *output* in the bound (what BaBSR scores neurons with).
 
     Returns:
         ``(A_in (B, R, n_in), c (B, R))``.
@@ -178,6 +181,8 @@ def backward(net: BoundedNetwork, start: int, a: Tensor, bias: Tensor,
         elif isinstance(op, ReluOp):
             rx = relax[op.slot]
             assert isinstance(rx, ReluRelax)
+            if record is not None:
+                record[op.layer] = a
             a, bias = relu_backward(a, bias, rx, None if alpha is None else alpha[op.layer],
                                     None if beta is None else beta[op.layer])
         else:

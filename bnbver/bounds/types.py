@@ -70,6 +70,8 @@ class BoundsOptions:
             Networks with max pooling fall back to ``"crown"``.
         optimize_intermediate: alpha-optimise the intermediate bounds too (the root, or any
             batch whose intermediate bounds are recomputed); costly, best for the root.
+        relu_coeffs: also return, per ReLU layer, the coefficient of each ReLU output in the
+            final bound of each node's worst row (one extra backward pass; for BaBSR).
         device: torch device of the prepared network and every returned tensor.
         dtype: floating dtype; None means float64 on the CPU and float32 elsewhere.
     """
@@ -81,6 +83,7 @@ class BoundsOptions:
     lr_decay: float = 0.98
     intermediate: str = "inherit"
     optimize_intermediate: bool = False
+    relu_coeffs: bool = False
     device: str = "cpu"
     dtype: torch.dtype | None = None
 
@@ -226,6 +229,8 @@ class BoundResult:
         input_coeffs: (B, n_in) coefficients of the worst row's final linear lower bound with
             respect to the input (None for ``method="ibp"``); input-split heuristics use
             ``|coefficient| * width`` as the impact of splitting a dimension.
+        relu_coeffs: per ReLU layer (B, n_l) coefficients of the ReLU outputs in the worst
+            row's final bound (only with ``BoundsOptions.relu_coeffs``).
     """
 
     row_lower: Tensor
@@ -233,6 +238,7 @@ class BoundResult:
     infeasible: Tensor
     state: NodeState
     input_coeffs: Tensor | None = None
+    relu_coeffs: tuple[Tensor, ...] | None = None
 
     @property
     def pre_lower(self) -> tuple[Tensor, ...]:
