@@ -345,7 +345,7 @@ class NodeBounder:
         input_coeffs = None if any(c is None for c in coeffs) else torch.cat(coeffs, 0)
         lams = [p.state.relu_coeffs for p in parents]
         relu_coeffs = None if any(c is None for c in lams) else tuple(
-            torch.cat([c[k] for c in lams], 0)  # type: ignore[index]
+            torch.cat([c[k] for c in lams], 0)
             for k in range(len(self.net.relu_sizes)))
         return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
                              relu_coeffs, biases, input_coeffs, evaluate, self.generator)
