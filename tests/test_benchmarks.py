@@ -1,0 +1,58 @@
+"""Known answers on real benchmark instances (slow: run with ``-m slow``).
+
+The bundled examples always run; the sample of the full VNN-COMP suites needs ../shared and
+is skipped (with the reason) in a clone without it.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from bnbver.driver import verify
+from bnbver.io.loaders import load_network, load_properties
+from tests.conftest import EXAMPLES, SHARED_BENCHMARKS
+
+
+def _rows(folder: Path) -> list[tuple[str, str, float, str]]:
+    expected = {(r["onnx"], r["vnnlib"]): r["expected"]
+                for r in csv.DictReader((folder / "expected.csv").open())}
+    out = []
+    for onnx, vnnlib, timeout in csv.reader((folder / "instances.csv").read_text().splitlines()):
+        out.append((onnx, vnnlib, float(timeout), expected[(onnx, vnnlib)]))
+    return out
+
+
+def _check(folder: Path, onnx: str, vnnlib: str, timeout: float, expected: str,
+           allow_timeout: bool) -> None:
+    network = load_network(folder / onnx)
+    props = load_properties(folder / vnnlib, network)
+    result = verify(network, props, timeout=timeout, source_path=folder / onnx)
+    answer = result.status.value
+    if allow_timeout and answer in ("timeout", "unknown"):
+        return
+    assert answer == expected, f"{onnx} {vnnlib}: {answer} ({result.message})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("onnx", "vnnlib", "timeout", "expected"), _rows(EXAMPLES))
+def test_bundled_instance_known_answer(onnx: str, vnnlib: str, timeout: float,
+                                       expected: str) -> None:
+    _check(EXAMPLES, onnx, vnnlib, timeout, expected, allow_timeout=False)
+
+
+SAMPLE = [("acasxu", i) for i in range(0, 186, 12)] + [("mnist_fc", i) for i in range(0, 30, 3)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("suite", "index"), SAMPLE)
+def test_shared_suite_sample_never_wrong(suite: str, index: int) -> None:
+    folder = SHARED_BENCHMARKS / suite
+    if not folder.is_dir():
+        pytest.skip("../shared/benchmarks not present: the full suites are not in the repo")
+    onnx, vnnlib, timeout, expected = _rows(folder)[index]
+    if expected not in ("sat", "unsat"):
+        pytest.skip(f"{onnx} {vnnlib}: no known answer")
+    _check(folder, onnx, vnnlib, min(timeout, 60.0), expected, allow_timeout=True)
