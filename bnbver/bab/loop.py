@@ -190,24 +190,25 @@ def _prune(s: _Search, children: list[BoundedChild],
         s.stats.nodes += 1
         s.stats.max_depth = max(s.stats.max_depth, node.depth)
         if child.infeasible or child.lower_bound > SOUNDNESS_EPS:
-            _close(s, node, child, "infeasible" if child.infeasible else child.method)
+            _close(s, node, parent, "infeasible" if child.infeasible else child.method)
             continue
         cex = _check_candidate(s, child) if suspect else None
         if cex is not None:
-            s.recorder.node(node, parent, "counterexample", time.monotonic() - s.started)
+            s.recorder.node(node, parent, "counterexample", time.monotonic() - s.started,
+                            child.method)
             return cex
         if child.exhausted:
-            decided = _decide_leaf(s, node, child)
+            decided = _decide_leaf(s, node, parent)
             if decided is not None:
                 return decided
             continue
         if s.split_kind == "relu" and 0 < child.free_unstable <= s.options.milp_max_unstable:
-            closed, verdict = _decide_milp(s, node, child)
+            closed, verdict = _decide_milp(s, node, parent)
             if verdict is not None:
                 return verdict
             if closed:
                 continue
-        s.recorder.node(node, parent, "open", time.monotonic() - s.started)
+        s.recorder.node(node, parent, "open", time.monotonic() - s.started, child.method)
         s.frontier.push(node)
     return None
 
@@ -220,9 +221,10 @@ def _as_node(s: _Search, child: BoundedChild, parent: Node | None) -> Node:
     return node
 
 
-def _close(s: _Search, node: Node, child: BoundedChild, method: str) -> None:
-    s.leaves.append(Leaf(node.lower, node.upper, node.splits, child.lower_bound, method))
-    s.recorder.node(node, None, method, time.monotonic() - s.started)
+def _close(s: _Search, node: Node, parent: Node | None, method: str) -> None:
+    """Record ``node`` as a closed leaf; its ``lower_bound`` is the proven bound."""
+    s.leaves.append(Leaf(node.lower, node.upper, node.splits, node.lower_bound, method))
+    s.recorder.node(node, parent, method, time.monotonic() - s.started, method)
 
 
 def _unsafe_candidates(s: _Search, children: list[BoundedChild]) -> np.ndarray:
@@ -250,7 +252,7 @@ def _check_candidate(s: _Search, child: BoundedChild) -> Result | None:
     return Result(Status.VIOLATED, cex, stats=s.stats, message="found by bounds candidate")
 
 
-def _decide_leaf(s: _Search, node: Node, child: BoundedChild) -> Result | None:
+def _decide_leaf(s: _Search, node: Node, parent: Node | None) -> Result | None:
     """Decide a node whose every ReLU is fixed (or stable) exactly by LP."""
     t0 = time.monotonic()
     verdict = s.bounder.decide_exactly(node)
@@ -261,14 +263,15 @@ def _decide_leaf(s: _Search, node: Node, child: BoundedChild) -> Result | None:
         if cex is not None:
             return Result(Status.VIOLATED, cex, stats=s.stats, message="found by leaf LP")
     if verdict.lower_bound > SOUNDNESS_EPS or verdict.infeasible:
-        _close(s, replace(node, lower_bound=verdict.lower_bound), child, "lp")
+        _close(s, replace(node, lower_bound=verdict.lower_bound), parent, "lp")
         return None
     # The LP could not close it (tolerance): the answer can only be unknown.
     return Result(Status.UNKNOWN, stats=s.stats,
                   message="a fully split leaf was neither closed nor falsified by LP")
 
 
-def _decide_milp(s: _Search, node: Node, child: BoundedChild) -> tuple[bool, Result | None]:
+def _decide_milp(s: _Search, node: Node,
+                 parent: Node | None) -> tuple[bool, Result | None]:
     """Try to decide a small subtree by MILP.
 
     Returns:
@@ -286,7 +289,8 @@ def _decide_milp(s: _Search, node: Node, child: BoundedChild) -> tuple[bool, Res
         return False, Result(Status.VIOLATED, verdict.counterexample, stats=s.stats,
                              message="found by MILP on a small subtree")
     if verdict.status is Status.HOLDS:
-        _close(s, node, child, "milp")
+        # An infeasible MILP proves the node safe: its bound is +inf.
+        _close(s, replace(node, lower_bound=float("inf")), parent, "milp")
         return True, None
     return False, None
 

@@ -1,0 +1,163 @@
+"""bnbver's branch and bound side by side with generic MILP solvers on the same bounds.
+
+For each instance, in one run: bnbver (``verify``: falsifier + BaB) and MILP solvers on the
+full model of every (input box, unsafe disjunct), exported from ``bnbver.milp.build_milp``
+with the root pre-activation bounds that bnbver's BaB starts from. Solvers are named
+``bnbver`` or ``BACKEND-FORMULATION``: backends ``highs`` (always), ``scip`` (``pyscipopt``,
+``pip install '.[solvers]'``) and ``gurobi`` (``gurobipy``; its pip licence is size-limited and
+larger models answer ``too large``); formulations ``bigm``, ``extended``, ``partition:N``.
+Solvers whose package is missing are skipped with a note.
+
+Outputs in ``--out-dir``: ``<tag>.csv`` (one row per instance x solver, appended as runs
+finish; re-running the same command resumes), ``<tag>.md`` (per-solver summary with median
+time ratios bnbver/solver on instances both decide, and the per-instance table) and
+``<tag>_cactus.png`` (instances decided vs time, one line per solver). Two solvers deciding
+an instance differently, an answer contradicting expected.csv, or a sat whose input fails the
+float64 re-check is printed loudly and makes the exit code 1.
+
+Usage:
+    python scripts/compare_solvers.py SUITE_DIR [SUITE_DIR ...] [--subset PATTERN ...]
+        [--limit N] [--timeout S] [--solvers bnbver,highs-bigm,...] [--out-dir DIR] [--smoke]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness.instances import InstanceRef, LoadedInstance, select, smoke_dir
+from harness.report import cactus_plot, write_report
+from harness.results import ResultStore
+from harness.solvers import (
+    BoundsCache,
+    Outcome,
+    Runner,
+    make_runner,
+    missing_package,
+    run_bnbver,
+)
+from harness.study import StudyOptions, limit_threads, machine_line, run_study
+
+from bnbver.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_SOLVERS = ("bnbver,highs-bigm,highs-extended,highs-partition:2,scip-bigm,"
+                   "gurobi-bigm")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Parse the command line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("suites", nargs="*", type=Path, help="folders with instances.csv")
+    ap.add_argument("--subset", action="append", default=[],
+                    help="keep instances whose 'onnx,vnnlib' contains this (repeatable)")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="per suite, at most N instances evenly spaced over the matches")
+    ap.add_argument("--timeout", type=float, default=120.0, help="seconds per solver run")
+    ap.add_argument("--solvers", default=DEFAULT_SOLVERS, help="comma-separated names")
+    ap.add_argument("--reference", default="bnbver", help="numerator of the time ratios")
+    ap.add_argument("--out-dir", type=Path, default=REPO / "results" / "compare")
+    ap.add_argument("--tag", default="solvers", help="file name stem of the outputs")
+    ap.add_argument("--fresh", action="store_true", help="discard earlier rows of this tag")
+    ap.add_argument("--milp-bounds", choices=("auto", "relu"), default="auto",
+                    help="root bounds of the MILPs: the BaB's own (auto) or ReLU-split ones "
+                    "(not part of the CSV key: use another --tag)")
+    ap.add_argument("--record-dir", type=Path, default=None,
+                    help="write bnbver's search tree of each instance to DIR/<name>.jsonl")
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny instances in a temp dir, a few seconds; writes nothing here")
+    return ap.parse_args(argv)
+
+
+def recording_bnbver(record_dir: Path) -> Runner:
+    """Return a bnbver runner that records each instance's tree (see plot_tree.py)."""
+
+    def run(inst: LoadedInstance, timeout: float) -> Outcome:
+        path = record_dir / (inst.ref.name.replace("/", "__") + ".jsonl")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return run_bnbver(inst, timeout, record=str(path))
+
+    return run
+
+
+def build_runners(names: list[str], record_dir: Path | None = None,
+                  milp_bounds: str = "auto") -> dict[str, Runner]:
+    """Return {name: runner}; solvers whose package is missing are skipped with a note."""
+    cache = BoundsCache(milp_bounds)
+    runners = {}
+    for name in names:
+        missing = missing_package(name)
+        if missing is not None:
+            hint = "'.[solvers]'" if missing == "pyscipopt" else missing
+            print(f"note: {name} skipped ({missing} is not installed; pip install {hint})",
+                  file=sys.stderr)
+            continue
+        runners[name] = make_runner(name, cache)
+    if record_dir is not None and "bnbver" in runners:
+        runners["bnbver"] = recording_bnbver(record_dir)
+    return runners
+
+
+def instances(args: argparse.Namespace) -> list[InstanceRef]:
+    """Return the selected instances of every suite."""
+    refs: list[InstanceRef] = []
+    for suite in args.suites:
+        refs += select(suite, args.subset, args.limit)
+    return refs
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the study, write CSV, table and cactus plot; return the exit code."""
+    limit_threads()
+    names = [s.strip() for s in args.solvers.split(",") if s.strip()]
+    try:
+        runners = build_runners(names, args.record_dir, args.milp_bounds)
+    except (ValueError, InputError) as exc:
+        print(f"error: --solvers: {exc}", file=sys.stderr)
+        return 2
+    refs = instances(args)
+    store = ResultStore(args.out_dir / f"{args.tag}.csv", fresh=args.fresh)
+    try:
+        alarms = run_study(refs, runners, store, StudyOptions(args.timeout))
+    finally:
+        store.close()
+    rows = store.rows
+    preamble = [f"Machine: {machine_line()}.  ", f"Timeout: {args.timeout:g} s per solver "
+                "run. Times include root bounds and model building for the MILP solvers.  ",
+                f"MILP bounds: {args.milp_bounds} (auto = the BaB's own root bounds).  ",
+                f"Ratio: {args.reference} time / solver time on instances both decided "
+                "(below 1: bnbver is faster)."]
+    write_report(args.out_dir / f"{args.tag}.md", "bnbver vs MILP solvers", rows,
+                 args.reference, preamble)
+    cactus_plot(rows, args.out_dir / f"{args.tag}_cactus.png", "instances decided vs time")
+    print("\n".join(alarms) if alarms else "all solvers agree", file=sys.stderr)
+    print(f"wrote {store.path}, {args.tag}.md, {args.tag}_cactus.png in {args.out_dir}")
+    return 1 if alarms else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: the full study, or ``--smoke`` on tiny instances in a temp dir."""
+    args = parse_args(argv)
+    if not args.smoke:
+        if not args.suites:
+            print("error: give at least one SUITE_DIR (or --smoke)", file=sys.stderr)
+            return 2
+        return run(args)
+    with smoke_dir() as tmp:
+        args.suites, args.out_dir, args.timeout = [tmp / "suite"], tmp / "out", 10.0
+        args.record_dir = tmp / "trees"
+        code = run(args)
+        print((args.out_dir / f"{args.tag}.md").read_text())
+        expected = [args.out_dir / f"{args.tag}{s}" for s in (".csv", ".md", "_cactus.png")]
+        expected.append(args.record_dir / "suite__tiny__prop_1.jsonl")
+        if not all(p.is_file() and p.stat().st_size > 0 for p in expected):
+            print("smoke: an output file is missing", file=sys.stderr)
+            return 1
+        return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Markdown tables and matplotlib plots of a study's results CSV.
+
+- :func:`summary_table`: per solver, instances decided (sat / unsat), median time on decided
+  instances, and against a reference solver: instances both decided and the median of the
+  per-instance time ratios ``reference / solver`` (below 1: the reference is faster).
+- :func:`instance_table`: per instance, every solver's answer and time, and the ratios.
+- :func:`cactus_plot`: instances decided (y) within a time (x), one line per solver.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from .results import Row, latest, median, ratios, solvers_in
+from .solvers import DECIDED
+
+
+def _seconds(r: Row) -> float:
+    try:
+        return float(r["seconds"])
+    except ValueError:
+        return math.nan
+
+
+def summary_table(rows: Sequence[Row], reference: str | None = None) -> list[str]:
+    """Return markdown lines: one row per solver with counts, median time and ratios."""
+    head = ("| solver | instances | decided | sat | unsat | other | median s (decided) "
+            f"| both decided with {reference} | median ratio {reference}/solver |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+    last = list(latest(rows).values())
+    for solver in solvers_in(rows):
+        mine = [r for r in last if r["solver"] == solver]
+        dec = [r for r in mine if r["answer"] in DECIDED]
+        n_sat = sum(r["answer"] == "sat" for r in dec)
+        med = median(_seconds(r) for r in dec)
+        both, ratio = "", ""
+        if reference and solver != reference:
+            rs = ratios(rows, reference, solver)
+            both, ratio = str(len(rs)), _num(median(rs.values()))
+        lines.append(f"| {solver} | {len(mine)} | {len(dec)} | {n_sat} | {len(dec) - n_sat} "
+                     f"| {len(mine) - len(dec)} | {_num(med)} | {both} | {ratio} |")
+    return lines
+
+
+def _num(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.3g}"
+
+
+def instance_table(rows: Sequence[Row], reference: str | None = None) -> list[str]:
+    """Return markdown lines: per instance, each solver's answer, time, nodes (gap), ratios."""
+    solvers = solvers_in(rows)
+    others = [s for s in solvers if reference and s != reference]
+    head = ["instance", "expected", *solvers, *[f"{reference}/{s}" for s in others]]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    last = latest(rows)
+    per_ratio = {s: ratios(rows, reference, s) for s in others} if reference else {}
+    for inst in dict.fromkeys(r["instance"] for r in rows):
+        cells = [inst, next((r["expected"] for r in rows if r["instance"] == inst), "")]
+        for s in solvers:
+            r = last.get((inst, s))
+            cells.append("" if r is None else _cell(r))
+        cells += [_num(per_ratio[s].get(inst, math.nan)) for s in others]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _cell(r: Row) -> str:
+    """Return ``answer 1.2s 40n`` (+ ``gap g`` when undecided, + a check word when flagged)."""
+    text = f"{r['answer']} {_num(_seconds(r))}s {r.get('nodes') or 0}n"
+    if r["answer"] not in DECIDED and r.get("gap"):
+        text += f" gap {r['gap']}"
+    return text + (f" {r['check']}" if r.get("check") not in ("ok", "", None) else "")
+
+
+def cactus_plot(rows: Sequence[Row], path: Path, title: str = "",
+                value: str = "seconds") -> int:
+    """Draw instances decided vs time (or ``value``), one line per solver; return line count.
+
+    Every solver gets a line, even one that decided nothing (a flat line at 0), so the legend
+    always names the whole study.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    last = list(latest(rows).values())
+    series = {}
+    for solver in solvers_in(rows):
+        mine = [r for r in last if r["solver"] == solver]
+        vals = sorted(max(float(r[value]), 1e-3) for r in mine
+                      if r["answer"] in DECIDED and r[value] != "")
+        series[solver] = (vals, len(mine))
+    top = max([1.0, *(float(r[value]) for r in last if r[value] not in ("", "nan"))])
+    for solver, (vals, n_run) in series.items():
+        # flat until the first decision, a step per decision, flat to the right edge
+        xs, ys = [1e-3, *vals, top * 1.5], [0, *range(1, len(vals) + 1), len(vals)]
+        ax.step(xs, ys, where="post", label=f"{solver} ({len(vals)}/{n_run})")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-2, top * 1.5)
+    ax.set_xlabel("time (s)" if value == "seconds" else value)
+    ax.set_ylabel("instances decided")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize="small")
+    n_lines = len(ax.get_lines())
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return n_lines
+
+
+def write_report(path: Path, title: str, rows: Sequence[Row], reference: str | None,
+                 preamble: Sequence[str] = ()) -> None:
+    """Write a markdown report: preamble, summary table, per-instance table."""
+    text = [f"# {title}", "", *preamble, "", "## Summary", "",
+            *summary_table(rows, reference), "", "## Per instance", "",
+            *instance_table(rows, reference), ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(text))

@@ -1,0 +1,179 @@
+"""Reproduce the seed papers' MNIST experiments: exact minimal L1 adversarial examples and
+feature visualisations, by bnbver's BaB and by HiGHS on each MILP formulation.
+
+Images come from the MNIST test set held out from training (indices 8000..9999, see
+``scripts/train_seed_nets.py``); the target rule is Fischetti & Jo's ``(label + 5) mod 10``;
+the constraint is ``y_t >= 1.2 y_j``; the domain is [0, 1]^784. Every run has a time limit,
+and a run counts as solved only with status ``optimal`` (gap <= 1e-4 relative).
+
+Usage:
+    python scripts/seed_experiments.py [DATA_DIR] [--images 4] [--timeout 15]
+    python scripts/seed_experiments.py --smoke     # one image, tiny net, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bnbver.apps.adversarial import minimal_adversarial  # noqa: E402
+from bnbver.apps.images import (  # noqa: E402
+    image_shape,
+    read_idx_images,
+    read_idx_labels,
+    save_grid_png,
+)
+from bnbver.apps.optimize import OptimizeOptions  # noqa: E402
+from bnbver.apps.visualize import maximize_unit  # noqa: E402
+from bnbver.io.loaders import load_network  # noqa: E402
+
+SEEDS = REPO / "examples" / "seed_nets"
+#: (network file, images, [(method, tighten), ...]); images is a cap on --images
+PLAN = [
+    (SEEDS / "mnist_fc8x3.onnx", 99, [("bab", "none"), ("bab", "lp"), ("milp:bigm", "none"),
+                                      ("milp:bigm", "lp"), ("milp:partition:2", "none"),
+                                      ("milp:extended", "none")]),
+    (SEEDS / "mnist_fc20x3.onnx", 3, [("bab", "none"), ("bab", "lp"), ("milp:bigm", "none"),
+                                      ("milp:bigm", "lp")]),
+    (SEEDS / "mnist_pool.onnx", 2, [("bab", "none"), ("milp:bigm", "none")]),
+    ("mnist_fc/onnx/mnist-net_256x2.onnx", 1, [("bab", "none"), ("milp:bigm", "none")]),
+]
+UNITS = [(2, 0), (2, 1), (2, 2), (2, 3)]
+
+
+def adversarial_rows(net_path: Path, xs: np.ndarray, labels: np.ndarray,
+                     runs: list[tuple[str, str]], timeout: float) -> list[dict[str, object]]:
+    """Run every (method, tighten) on every image; return one row per run."""
+    net = load_network(net_path)
+    rows = []
+    for i, (x, label) in enumerate(zip(xs, labels, strict=True)):
+        target = int((label + 5) % 10)
+        for method, tighten in runs:
+            opts = OptimizeOptions(time_limit=timeout, tighten=tighten)
+            res = minimal_adversarial(net, x, target, norm="l1", margin=1.2, options=opts,
+                                      method=method)
+            row = {"net": net_path.stem, "image": i, "method": method, "tighten": tighten,
+                   "status": res.status.value, "l1": res.distance, "bound": res.bound,
+                   "seconds": res.seconds, "unstable": res.solve.unstable, "res": res}
+            print(f"{net_path.stem} img {i} {method:17s} {tighten:5s} {res.status.value:9s} "
+                  f"L1 {res.distance:8.4f} bound {res.bound:8.4f} {res.seconds:6.2f} s",
+                  flush=True)
+            rows.append(row)
+    return rows
+
+
+def summary(rows: list[dict[str, object]]) -> list[str]:
+    """Return markdown table lines: per (net, method, tighten) solved count and times."""
+    lines = ["| network | method | tightening | solved | median s (solved) | mean s (all) "
+             "| mean L1 (optimal) | unstable ReLUs |", "|---|---|---|---|---|---|---|---|"]
+    keys = sorted({(r["net"], r["method"], r["tighten"]) for r in rows}, key=str)
+    for key in keys:
+        sel = [r for r in rows if (r["net"], r["method"], r["tighten"]) == key]
+        ok = [r for r in sel if r["status"] == "optimal"]
+        med = statistics.median(float(r["seconds"]) for r in ok) if ok else float("nan")
+        mean_all = statistics.mean(float(r["seconds"]) for r in sel)
+        l1 = statistics.mean(float(r["l1"]) for r in ok) if ok else float("nan")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {len(ok)}/{len(sel)} | {med:.2f} "
+                     f"| {mean_all:.2f} | {l1:.3f} | {sel[0]['unstable']} |")
+    return lines
+
+
+def agreement(rows: list[dict[str, object]]) -> list[str]:
+    """Return lines checking that optimal BaB and MILP distances agree within the gaps."""
+    out = []
+    by_img: dict[tuple[object, object], list[dict[str, object]]] = {}
+    for r in rows:
+        if r["status"] == "optimal":
+            by_img.setdefault((r["net"], r["image"]), []).append(r)
+    worst = 0.0
+    for sel in by_img.values():
+        vals = [float(r["l1"]) for r in sel]
+        worst = max(worst, (max(vals) - min(vals)) / max(min(vals), 1e-9))
+    out.append(f"Largest relative spread of the optimal L1 distance across methods for one "
+               f"image: {worst:.2e} (over {len(by_img)} images solved by at least one method).")
+    return out
+
+
+def visualize_grid(net_path: Path, timeout: float, out: Path | None) -> list[str]:
+    """Maximise a few units of the last hidden layer; return table lines (and a PNG)."""
+    net = load_network(net_path)
+    lines = ["| unit | status | max pre-activation | proven upper bound | seconds |",
+             "|---|---|---|---|---|"]
+    images, titles = [], []
+    for layer, index in UNITS:
+        res = maximize_unit(net, layer, index, options=OptimizeOptions(time_limit=timeout,
+                                                                       tighten="none"))
+        print(f"visualize {layer}:{index} {res.status.value} {res.objective:.4f} "
+              f"<= {res.bound:.4f} {res.seconds:.2f} s", flush=True)
+        lines.append(f"| {layer}:{index} | {res.status.value} | {res.objective:.4f} | "
+                     f"{res.bound:.4f} | {res.seconds:.2f} |")
+        if res.x is not None:
+            images.append(res.x)
+            titles.append(f"unit {layer}:{index}")
+    if out is not None and images:
+        save_grid_png(out / "visualize_fc8x3.png", images, titles, image_shape(net))
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data", nargs="?", default=str(REPO.parent / "shared" / "benchmarks"))
+    parser.add_argument("--images", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=15.0)
+    parser.add_argument("--smoke", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    data = Path(args.data)
+    mnist = data / "data" / "mnist"
+    xs = read_idx_images(mnist / "t10k-images-idx3-ubyte.gz")[8000:]
+    ys = read_idx_labels(mnist / "t10k-labels-idx1-ubyte.gz")[8000:]
+    if args.smoke:
+        rows = adversarial_rows(PLAN[0][0], xs[:1], ys[:1], [("bab", "none"),
+                                                              ("milp:bigm", "none")], 5.0)
+        print("\n".join(summary(rows)))
+        return 0
+    t0 = time.monotonic()
+    out = REPO / "results" / "seeds"
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, object]] = []
+    for path, cap, runs in PLAN:
+        p = path if isinstance(path, Path) else data / path
+        n = min(cap, args.images)
+        rows += adversarial_rows(p, xs[:n], ys[:n], runs, args.timeout)
+    _adversarial_grid(rows, out)
+    vis = visualize_grid(PLAN[0][0], args.timeout, out)
+    text = ["## Minimal L1 adversarial examples (margin 1.2)", "", *summary(rows), "",
+            *agreement(rows), "", "## Feature visualisation (mnist_fc8x3, layer 2)", "", *vis,
+            "", f"Total wall time {time.monotonic() - t0:.0f} s."]
+    (out / "tables.md").write_text("\n".join(text) + "\n")
+    print("\n".join(text))
+    return 0
+
+
+def _adversarial_grid(rows: list[dict[str, object]], out: Path) -> None:
+    """Save original / adversarial / difference for the BaB runs on fc8x3."""
+    sel = [r for r in rows if r["net"] == "mnist_fc8x3" and r["method"] == "bab"
+           and r["tighten"] == "none" and r["status"] == "optimal"][:4]
+    images, titles, signed = [], [], []
+    for r in sel:
+        res = r["res"]
+        images += [res.x0, res.x, res.x - res.x0]  # type: ignore[attr-defined]
+        titles += [f"img {r['image']}", f"-> {res.target}, L1 {res.distance:.2f}",  # type: ignore[attr-defined]
+                   "difference"]
+        signed += [False, False, True]
+    if images:
+        save_grid_png(out / "adversarial_fc8x3.png", images, titles, (1, 28, 28), ncols=3,
+                      signed=signed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Tests of scripts/compare_solvers.py and its harness (scripts/harness/)."""
+
+from __future__ import annotations
+
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import compare_solvers  # noqa: E402
+from harness import solvers  # noqa: E402
+from harness.instances import load, select, write_tiny_suite  # noqa: E402
+from harness.report import cactus_plot, summary_table  # noqa: E402
+from harness.results import disagreements, ratios, read_rows  # noqa: E402
+from harness.solvers import EXTRA_RUNNERS, BoundsCache, Outcome  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny suite: prop_0 is sat, prop_1 is unsat (margin about 0.006)."""
+    return write_tiny_suite(tmp_path_factory.mktemp("tiny") / "suite")
+
+
+def _wrong_answer(cache: BoundsCache) -> solvers.Runner:
+    """A planted buggy solver: it flips bnbver's answer (and gives no counterexample)."""
+
+    def run(inst: solvers.LoadedInstance, timeout: float) -> Outcome:
+        truth = solvers.run_bnbver(inst, timeout).answer
+        return Outcome({"sat": "unsat", "unsat": "sat"}.get(truth, truth), 0.01)
+
+    return run
+
+
+def test_planted_disagreement_is_flagged_and_fails(suite: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    EXTRA_RUNNERS["fake-wrong"] = _wrong_answer
+    try:
+        code = compare_solvers.main([str(suite), "--solvers", "bnbver,fake-wrong",
+                                     "--timeout", "10", "--out-dir", str(tmp_path)])
+    finally:
+        del EXTRA_RUNNERS["fake-wrong"]
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "DISAGREEMENT on suite/tiny/prop_0" in err
+    assert "DISAGREEMENT on suite/tiny/prop_1" in err
+    assert "BADCEX" in err  # its "sat" came without a valid counterexample
+    rows = read_rows(tmp_path / "solvers.csv")
+    assert set(disagreements(rows)) == {"suite/tiny/prop_0", "suite/tiny/prop_1"}
+
+
+def test_agreeing_solvers_pass_and_resume_without_rerunning(
+        suite: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [str(suite), "--solvers", "bnbver,highs-bigm,scip-bigm", "--timeout", "10",
+            "--out-dir", str(tmp_path), "--tag", "t"]
+    assert compare_solvers.main(argv) == 0
+    rows = read_rows(tmp_path / "t.csv")
+    answers = {(r["instance"], r["solver"]): r["answer"] for r in rows}
+    assert answers[("suite/tiny/prop_0", "bnbver")] == "sat"
+    assert answers[("suite/tiny/prop_1", "highs-bigm")] == "unsat"
+    assert compare_solvers.main(argv) == 0  # resumed: nothing left to run
+    assert len(read_rows(tmp_path / "t.csv")) == len(rows)
+    md = (tmp_path / "t.md").read_text()
+    assert "median ratio bnbver/solver" in md
+    assert (tmp_path / "t_cactus.png").read_bytes()[:8] == PNG_MAGIC
+    if solvers.missing_package("scip-bigm"):
+        assert "scip-bigm skipped" in capsys.readouterr().err
+
+
+def test_milp_runner_reports_gap_at_timeout(suite: Path) -> None:
+    inst = load(select(suite)[1])
+    out = solvers.make_runner("highs-extended", BoundsCache())(inst, 1e-4)
+    assert out.answer == "timeout"
+    assert out.lower_bound <= 0.0
+    assert "bounds_s" in out.extra
+
+
+def test_same_bounds_as_the_bab_root(suite: Path) -> None:
+    inst = load(select(suite)[1])
+    (lo, up), root_lb = solvers.root_bounds(inst.network, inst.props[0])
+    assert [a.shape for a in lo] == [(n,) for n in inst.network.relu_sizes]
+    assert all(np.all(a <= b) for a, b in zip(lo, up, strict=True))
+    assert root_lb <= 0.0  # prop_1 is not proved at the root: the solvers must branch
+
+
+def test_cactus_plot_has_one_line_per_solver(tmp_path: Path) -> None:
+    rows = [{"instance": f"i{k}", "solver": s, "answer": a, "seconds": str(t)}
+            for k, (s, a, t) in enumerate([("bnbver", "unsat", 0.1), ("bnbver", "sat", 0.2),
+                                           ("highs-bigm", "unsat", 3.0),
+                                           ("highs-bigm", "timeout", 60.0),
+                                           ("scip-bigm", "timeout", 60.0)])]
+    assert cactus_plot(rows, tmp_path / "c.png") == 3
+    data = (tmp_path / "c.png").read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1000
+
+
+def test_ratios_and_medians_on_instances_both_decided() -> None:
+    def row(inst: str, solver: str, answer: str, t: float) -> dict[str, str]:
+        return {"instance": inst, "solver": solver, "answer": answer, "seconds": str(t),
+                "expected": "", "check": "ok"}
+
+    rows = [row("a", "bnbver", "unsat", 1.0), row("a", "highs-bigm", "unsat", 10.0),
+            row("b", "bnbver", "sat", 2.0), row("b", "highs-bigm", "sat", 4.0),
+            row("c", "bnbver", "unsat", 1.0), row("c", "highs-bigm", "timeout", 60.0)]
+    assert ratios(rows, "bnbver", "highs-bigm") == {"a": 0.1, "b": 0.5}
+    line = next(ln for ln in summary_table(rows, "bnbver") if ln.startswith("| highs-bigm"))
+    assert line.split("|")[-3:-1] == [" 2 ", " 0.3 "]
+
+
+class _FakeGurobiError(Exception):
+    def __init__(self, errno: int, msg: str) -> None:
+        super().__init__(msg)
+        self.errno = errno
+
+
+def test_gurobi_size_limit_reports_too_large(suite: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = types.ModuleType("gurobipy")
+    fake.GurobiError = _FakeGurobiError  # type: ignore[attr-defined]
+
+    def read(*_: object) -> None:
+        raise _FakeGurobiError(10010, "Model too large for size-limited license")
+
+    fake.read = read  # type: ignore[attr-defined]
+    fake.Env = lambda **_: types.SimpleNamespace(setParam=lambda *a: None,  # type: ignore
+                                                 start=lambda: None)
+    fake.GRB = types.SimpleNamespace()  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gurobipy", fake)
+    inst = load(select(suite)[1])
+    out = solvers.milp_runner("gurobi", "bigm", BoundsCache())(inst, 5.0)
+    assert out.answer == "too large"
+
+
+def test_unknown_solver_name_is_rejected() -> None:
+    with pytest.raises(ValueError, match="unknown solver"):
+        solvers.make_runner("cplex-bigm", BoundsCache())
+    with pytest.raises(Exception, match="formulation"):
+        solvers.make_runner("highs-nonsense", BoundsCache())

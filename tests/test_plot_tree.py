@@ -1,0 +1,112 @@
+"""Tests of scripts/plot_tree.py and harness.tree (recorded search trees)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+import plot_tree  # noqa: E402
+from harness.instances import load, select, write_tiny_suite  # noqa: E402
+from harness.tree import (  # noqa: E402
+    bound_curve,
+    certificate_mismatches,
+    depth_profile,
+    load_tree,
+    summarize,
+)
+from harness.tree import plot_tree as draw  # noqa: E402
+
+from bnbver.driver import verify  # noqa: E402
+from bnbver.result import Status  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, object]:
+    """A ReLU-split run on the tiny unsat instance, recorded; returns (record, result)."""
+    tmp = tmp_path_factory.mktemp("tree")
+    inst = load(select(write_tiny_suite(tmp / "suite"))[1])
+    record = tmp / "tree.jsonl"
+    result = verify(inst.network, list(inst.props), timeout=30, split="relu",
+                    record=str(record))
+    return record, result
+
+
+def test_recorded_leaves_match_the_certificate(recorded: tuple[Path, object]) -> None:
+    record, result = recorded
+    assert result.status is Status.HOLDS
+    nodes = load_tree(record)
+    leaves = result.certificate.leaves
+    assert len(leaves) > 1  # the run branched
+    assert certificate_mismatches(nodes, leaves) == []
+    assert sum(n.closed for n in nodes) == len(leaves)
+    assert len(nodes) == result.stats.nodes
+
+
+def test_a_planted_extra_leaf_is_detected(recorded: tuple[Path, object]) -> None:
+    record, result = recorded
+    nodes = load_tree(record)
+    assert certificate_mismatches(nodes, result.certificate.leaves[1:]) != []
+
+
+def test_summary_from_the_record_alone(recorded: tuple[Path, object],
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    record, result = recorded
+    assert plot_tree.main([str(record), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["nodes"] == result.stats.nodes
+    assert summary["max_depth"] == result.stats.max_depth
+    assert summary["open_at_end"] == 0 and not summary["counterexample"]
+    assert summary["final_global_lower_bound"] == math.inf
+    assert summary["branched"] + summary["closed"] == summary["nodes"]
+
+
+def test_plot_is_a_non_empty_png_with_the_expected_lines(recorded: tuple[Path, object],
+                                                         tmp_path: Path) -> None:
+    record, _ = recorded
+    counts = draw(load_tree(record), tmp_path / "t.png")
+    data = (tmp_path / "t.png").read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000
+    assert counts == {"bound_lines": 2, "depth_bars": 2}  # branched + closed
+
+
+def _write(path: Path, rows: list[tuple[int, int, int, float, str, float]]) -> Path:
+    path.write_text("".join(json.dumps({"id": i, "parent": p, "depth": d, "split": None,
+                                        "bound": b, "status": s, "time": t}) + "\n"
+                            for i, p, d, b, s, t in rows) + '{"id": 9, "par')  # truncated
+    return path
+
+
+def test_hand_made_tree_curve_and_profile(tmp_path: Path) -> None:
+    """Root (-3) -> children -1 (open) and 2 (closed); -1 -> two closed children: timeout-free.
+
+    Global LB: -3 while the root is open, -1 once its children are in, +inf at the end.
+    """
+    nodes = load_tree(_write(tmp_path / "t.jsonl", [
+        (0, -1, 0, -3.0, "open", 0.1), (1, 0, 1, -1.0, "open", 0.2),
+        (2, 0, 1, 2.0, "beta", 0.2), (3, 1, 2, 0.5, "beta", 0.3), (4, 1, 2, 1.0, "lp", 0.3)]))
+    assert len(nodes) == 5  # the truncated line is ignored
+    assert [b for _, b in bound_curve(nodes)] == [-3.0, -1.0, -1.0, math.inf, math.inf]
+    assert nodes[3].bound_before == -1.0 and math.isnan(nodes[0].bound_before)
+    assert depth_profile(nodes)["branched"] == [1, 1, 0]
+    assert depth_profile(nodes)["closed"] == [0, 1, 2]
+    s = summarize(nodes)
+    assert s["closed_by"] == {"beta": 2, "lp": 1} and s["open_at_end"] == 0
+
+
+def test_open_nodes_at_a_timeout_keep_the_bound(tmp_path: Path) -> None:
+    nodes = load_tree(_write(tmp_path / "t.jsonl", [
+        (0, -1, 0, -3.0, "open", 0.1), (1, 0, 1, -1.0, "open", 0.2),
+        (2, 0, 1, -2.0, "open", 0.2)]))
+    s = summarize(nodes)
+    assert s["open_at_end"] == 2 and s["final_global_lower_bound"] == -2.0
+
+
+def test_missing_record_is_an_error(tmp_path: Path) -> None:
+    assert plot_tree.main([str(tmp_path / "none.jsonl")]) == 2
