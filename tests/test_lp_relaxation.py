@@ -159,3 +159,32 @@ def test_conv_maxpool_relaxation_is_sound() -> None:
     xs = rng.uniform(-1, 1, size=(3000, 16))
     assert r.status is LpStatus.OPTIMAL
     assert r.lower <= DISJ.margins(net.forward(xs)).min() + 1e-9
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_issue_4_fixed_neuron_drops_stale_triangle(seed: int) -> None:
+    """A node that fixes a neuron must not inherit the triangle row of an earlier node.
+
+    Node 1 splits every first-layer neuron, which tightens the second layer's bounds; node 2
+    then fixes one second-layer neuron only. Its warm bound must equal a cold solve (a stale
+    row ``a <= s (z - l_1)`` with ``a = 0`` would impose ``z >= l_1`` from node 1).
+    """
+    rng, net, box, lo, hi = _setup(seed)
+    node = NodeLp(build_relaxation(net, box, (lo, hi), None, DISJ, reserve=True))
+    first = [(0, j) for j in range(net.relu_sizes[0])]
+    second = [(k, j) for k, j in _unstable(lo, hi) if k == 1]
+    for k, j in second:
+        for active in (False, True):
+            ss1 = SplitSet.of([Split(a, b, bool(rng.integers(2))) for a, b in first])
+            m1 = [m[0] for m in split_masks([ss1], net.relu_sizes)]
+            l1, h1, _ = interval_bounds(net, box.lower, box.upper, (lo, hi), m1)
+            node.bound(ss1, l1, h1)
+            ss2 = SplitSet.of([Split(k, j, active)])
+            m2 = [m[0] for m in split_masks([ss2], net.relu_sizes)]
+            l2, h2, _ = interval_bounds(net, box.lower, box.upper, (lo, hi), m2)
+            warm = node.bound(ss2, l2, h2)
+            cold = lp_lower_bound(build_relaxation(net, box, (l2, h2), ss2, DISJ))
+            if np.isinf(cold.lower) or np.isinf(warm.lower):
+                assert warm.lower == cold.lower
+            else:
+                assert warm.lower == pytest.approx(cold.lower, abs=1e-7)

@@ -329,8 +329,11 @@ class WarmLp:
 
     def run(self, time_limit: float = np.inf) -> LpSolution:
         """Re-solve from the current basis; return the solution (duals included)."""
-        if np.isfinite(time_limit):
-            self._h.setOptionValue("time_limit", max(float(time_limit), 1e-3))
+        # HiGHS measures time_limit on the instance's cumulative clock: a long-lived warm
+        # model must be given "time used so far + this solve's budget".
+        limit = (self._h.getRunTime() + max(float(time_limit), 1e-3)
+                 if np.isfinite(time_limit) else np.inf)
+        self._h.setOptionValue("time_limit", float(min(limit, highspy.kHighsInf)))
         t0 = time.perf_counter()
         self._h.run()
         self.solves += 1

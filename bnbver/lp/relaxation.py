@@ -665,6 +665,13 @@ class NodeLp:
             s = fu / (fu - fl)
             self.warm.set_coeffs(r.row_tri[free], r.z[free], -s)
             self.warm.set_row_bounds(r.row_tri[free], np.full(s.size, -np.inf), -s * fl)
+            # A neuron fixed in this node keeps the triangle row of the last node where it
+            # was free; with a = z or a = 0 that stale row would impose that node's bounds
+            # here (found by a brute-force test in the apps): switch it off.
+            fixed = res & ~free
+            n_fixed = int(fixed.sum())
+            self.warm.set_row_bounds(r.row_tri[fixed], np.full(n_fixed, -np.inf),
+                                     np.full(n_fixed, np.inf))
         return True
 
     def bound(
