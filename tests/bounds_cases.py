@@ -141,3 +141,15 @@ def check_sound(network: Network, C: np.ndarray, d: np.ndarray, nodes: list[Node
             assert np.all(p <= res.pre_upper[k][b].double().numpy() + SAMPLE_TOL)
         total += x.shape[0]
     return total
+
+
+def nodes_in_box(net_ir: Network, seed: int, count: int, n_splits: int,
+                 width: float = 0.5) -> list[Node]:
+    """Return ``count`` nodes in one box, each split consistently with its own point."""
+    lo, hi = random_box(seed, net_ir.input_size, width)
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(count):
+        x0 = rng.uniform(lo, hi)
+        out.append(Node(lo, hi, splits_through(net_ir, x0, n_splits, seed + i), x0))
+    return out

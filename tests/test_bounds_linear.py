@@ -24,10 +24,10 @@ from tests.bounds_cases import (
     conv_net,
     dense_net,
     make_batch,
+    nodes_in_box,
     pool_first_net,
     random_box,
     random_spec,
-    splits_through,
 )
 
 CROWN = BoundsOptions(method="crown")
@@ -36,16 +36,6 @@ HAND_TOL = 1e-9
 ROUNDING = 1e-12
 
 
-def _nodes(net_ir: Network, seed: int, count: int, n_splits: int,
-           width: float = 0.5) -> list[Node]:
-    """Return ``count`` nodes in one box, each split consistently with its own point."""
-    lo, hi = random_box(seed, net_ir.input_size, width)
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        x0 = rng.uniform(lo, hi)
-        out.append(Node(lo, hi, splits_through(net_ir, x0, n_splits, seed + i), x0))
-    return out
 
 
 @settings(max_examples=20, deadline=None)
@@ -57,7 +47,7 @@ def test_crown_sound_on_split_nodes(seed: int, depth: int, n_splits: int,
     net_ir = dense_net(seed, 5, 10, depth, 4)
     C, d = random_spec(seed, 4, 3)
     net = prepare(net_ir, C, d)
-    nodes = _nodes(net_ir, seed, 3, n_splits)
+    nodes = nodes_in_box(net_ir, seed, 3, n_splits)
     state = None
     if inherit:
         root = bound_root(net, nodes[0].lo, nodes[0].hi, CROWN)
@@ -73,7 +63,7 @@ def test_crown_sound_on_conv_and_maxpool(builder, seed: int) -> None:
     net_ir = builder(seed)
     C, d = random_spec(seed, net_ir.num_outputs, 2)
     net = prepare(net_ir, C, d)
-    nodes = _nodes(net_ir, seed, 2, 3, width=0.3)
+    nodes = nodes_in_box(net_ir, seed, 2, 3, width=0.3)
     res = bound_batch(net, make_batch(nodes), CROWN)
     check_sound(net_ir, C, d, nodes, res, seed)
     res_ibp = bound_batch(net, make_batch(nodes), IBP)
@@ -147,7 +137,7 @@ def test_batch_equals_single_calls(method: str) -> None:
     net_ir = dense_net(11, 5, 10, 3, 4)
     C, d = random_spec(11, 4, 3)
     net = prepare(net_ir, C, d)
-    nodes = _nodes(net_ir, 11, 4, 5)
+    nodes = nodes_in_box(net_ir, 11, 4, 5)
     nodes[1] = Node(nodes[1].lo * 0.5, nodes[1].hi * 0.5, nodes[1].masks, None)
     opts = BoundsOptions(method=method, iterations=5)
     together = bound_batch(net, make_batch(nodes), opts)
@@ -164,7 +154,7 @@ def test_intermediate_bounds_and_recompute_mode() -> None:
     net_ir = dense_net(7, 4, 10, 3, 3)
     C, d = random_spec(7, 3, 2)
     net = prepare(net_ir, C, d)
-    nodes = _nodes(net_ir, 7, 3, 4)
+    nodes = nodes_in_box(net_ir, 7, 3, 4)
     state, infeasible = intermediate_bounds(net, make_batch(nodes[:1]), CROWN)
     root = bound_batch(net, make_batch(nodes[:1]), CROWN)
     assert not bool(infeasible.any())
@@ -180,7 +170,7 @@ def test_float32_bounds_are_sound_and_close() -> None:
     """float32 bounds (with the safety margin) stay below float64 sampled margins."""
     net_ir = dense_net(3, 6, 16, 3, 4)
     C, d = random_spec(3, 4, 3)
-    nodes = _nodes(net_ir, 3, 2, 4)
+    nodes = nodes_in_box(net_ir, 3, 2, 4)
     opts32 = BoundsOptions(method="crown", dtype=torch.float32)
     res32 = bound_batch(prepare(net_ir, C, d, opts32), make_batch(nodes), opts32)
     res64 = bound_batch(prepare(net_ir, C, d), make_batch(nodes), CROWN)
@@ -193,7 +183,7 @@ def test_inputs_not_modified_and_state_round_trip() -> None:
     """Caller tensors are unchanged; NodeState.cat of takes equals the original state."""
     net_ir = dense_net(2, 4, 8, 2, 3)
     net = prepare(net_ir, *random_spec(2, 3, 2))
-    nodes = _nodes(net_ir, 2, 3, 3)
+    nodes = nodes_in_box(net_ir, 2, 3, 3)
     batch = make_batch(nodes)
     copies = [batch.lower.clone(), batch.upper.clone(), *[s.clone() for s in batch.splits]]
     res = bound_batch(net, batch, BoundsOptions(method="beta", iterations=3))

@@ -18,6 +18,7 @@ from tests.bounds_cases import (
     dense_net,
     feasible_samples,
     make_batch,
+    nodes_in_box,
     random_box,
     random_spec,
     splits_through,
@@ -28,16 +29,6 @@ ALPHA = BoundsOptions(method="alpha", iterations=15)
 BETA = BoundsOptions(method="beta", iterations=15)
 
 
-def _split_nodes(net_ir: Network, seed: int, count: int, n_splits: int) -> list[Node]:
-    lo, hi = random_box(seed, net_ir.input_size, 0.6)
-    rng = np.random.default_rng(seed)
-    out = []
-    for i in range(count):
-        x0 = rng.uniform(lo, hi)
-        out.append(Node(lo, hi, splits_through(net_ir, x0, n_splits, seed + i), x0))
-    return out
-
-
 @settings(max_examples=12, deadline=None)
 @given(seed=st.integers(0, 10_000), depth=st.integers(1, 3), n_splits=st.integers(0, 6))
 def test_alpha_and_beta_sound_and_never_looser(seed: int, depth: int, n_splits: int) -> None:
@@ -45,7 +36,7 @@ def test_alpha_and_beta_sound_and_never_looser(seed: int, depth: int, n_splits: 
     net_ir = dense_net(seed, 4, 10, depth, 3)
     C, d = random_spec(seed, 3, 2)
     net = prepare(net_ir, C, d)
-    nodes = _split_nodes(net_ir, seed, 2, n_splits)
+    nodes = nodes_in_box(net_ir, seed, 2, n_splits, width=0.6)
     crown = bound_batch(net, make_batch(nodes), CROWN)
     alpha = bound_batch(net, make_batch(nodes), ALPHA)
     assert bool((alpha.row_lower >= crown.row_lower).all())
@@ -66,7 +57,7 @@ def test_random_alpha_beta_give_sound_bounds(seed: int, depth: int, n_splits: in
     net_ir = dense_net(seed, 4, 10, depth, 3)
     C, d = random_spec(seed, 3, 4)
     net = prepare(net_ir, C, d)
-    node = _split_nodes(net_ir, seed, 1, n_splits)[0]
+    node = nodes_in_box(net_ir, seed, 1, n_splits, width=0.6)[0]
     batch, _, _ = _validate_batch(net, make_batch([node]))
     _, _, relax, _ = _intermediate(net, batch, CROWN)
     gen = torch.Generator().manual_seed(seed)

@@ -291,11 +291,7 @@ class NodeBounder:
         Boxes stay float64 numpy (``box``): the engine may compute in float32, but node
         boxes must tile the root box exactly.
         """
-        row_lower = result.row_lower
-        per = torch.full((row_lower.shape[0], self.n_disjuncts), -torch.inf,
-                         dtype=row_lower.dtype, device=row_lower.device)
-        per = per.scatter_reduce(1, self._disj.expand_as(row_lower), row_lower, "amax")
-        node_lb = per.min(dim=1).values.cpu().numpy()
+        node_lb = self._node_bounds(result.row_lower).cpu().numpy()
         infeasible = result.infeasible.cpu().numpy()
         lo, up = box
         coeffs = result.input_coeffs
@@ -315,6 +311,13 @@ class NodeBounder:
                                     bool(infeasible[b]), cands[b], bool(exhausted[b]),
                                     method, payload, int(free[b])))
         return out
+
+    def _node_bounds(self, row_lower: torch.Tensor) -> torch.Tensor:
+        """Return (B,) node bounds: min over disjuncts of max over the disjunct's rows."""
+        per = torch.full((row_lower.shape[0], self.n_disjuncts), -torch.inf,
+                         dtype=row_lower.dtype, device=row_lower.device)
+        per = per.scatter_reduce(1, self._disj.expand_as(row_lower), row_lower, "amax")
+        return per.min(dim=1).values
 
     def _free_unstable(self, batch: NodeBatch, state: NodeState) -> np.ndarray:
         """Return (B,) counts of ReLUs that are neither split nor stable.
@@ -367,11 +370,7 @@ class NodeBounder:
             batch = NodeBatch(lo.index_select(0, node), up.index_select(0, node),
                               tuple(child_masks), state.take(node).without_optimizer_state())
             res = bound_batch(self.net, batch, self.cheap_opts)
-            per = torch.full((res.row_lower.shape[0], self.n_disjuncts), -torch.inf,
-                             dtype=res.row_lower.dtype)
-            per = per.scatter_reduce(1, self._disj.expand_as(res.row_lower), res.row_lower,
-                                     "amax")
-            lb = torch.where(res.infeasible, torch.inf, per.min(dim=1).values)
+            lb = torch.where(res.infeasible, torch.inf, self._node_bounds(res.row_lower))
             return lb[0::2], lb[1::2]
 
         return evaluate

@@ -311,10 +311,3 @@ def _timeout(s: _Search) -> Result:
     lb = s.frontier.global_lower_bound()
     return Result(Status.TIMEOUT, stats=s.stats,
                   message=f"{len(s.frontier)} open nodes, global lower bound {lb:.4g}")
-
-
-def node_lower_bound(row_lower: np.ndarray, row_disjunct: np.ndarray, n_disjuncts: int) -> float:
-    """Return min over disjuncts of max over their rows of the row lower bounds."""
-    per = np.full(n_disjuncts, -np.inf)
-    np.maximum.at(per, row_disjunct, row_lower)
-    return float(per.min())
