@@ -91,6 +91,14 @@ def _validate_options(network: Network, options: VerifierOptions) -> None:
         raise InputError("--split", f"must be auto, relu or input, got {bab.split!r}")
     kind = choose_split_kind(network, bab)
     validate_heuristic(bab.branching or default_heuristic(kind), kind)
+    modes = ("inherit", "crown", "forward", "forward-crown")
+    if bab.input_intermediate not in modes:
+        raise InputError("input_intermediate",
+                         f"must be one of {modes}, got {bab.input_intermediate!r}")
+    if bab.attack_nodes < 0 or not 0 <= bab.attack_share <= 1:
+        raise InputError("attack_nodes/attack_share",
+                         f"need attack_nodes >= 0 and 0 <= attack_share <= 1, got "
+                         f"{bab.attack_nodes} and {bab.attack_share}")
     if not options.timeout > 0:
         raise InputError("--timeout", f"must be > 0 seconds, got {options.timeout}")
 

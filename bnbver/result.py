@@ -58,7 +58,13 @@ class Leaf:
 
 @dataclass(frozen=True)
 class Certificate:
-    """All closed leaves; together they cover every property's box."""
+    """All closed leaves; together they cover every property's box.
+
+    With input splitting, a child's box is first clipped to where its rows' linear bounds
+    still allow a counterexample (``bnbver.bounds.clip``): then the leaves cover every point
+    of the property's box that those bounds did not exclude, and a leaf closed by ``clip``
+    is a box that they excluded entirely.
+    """
 
     leaves: tuple[Leaf, ...] = ()
 

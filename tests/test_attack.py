@@ -28,3 +28,27 @@ def test_no_false_counterexample_on_safe_property() -> None:
     bound = samples[:, 0].max() + 10.0  # far above anything reachable
     prop = Property(box, UnsafeSet((HalfSpaces([[-1.0, 0.0]], [-bound]),)))
     assert falsify(net, prop, AttackOptions(samples=256, restarts=8, steps=30)) is None
+
+
+def _valley_net() -> Network:
+    """y = -|x0 - 0.5| on [0, 1] (two ReLUs): y >= -0.01 only for x0 in [0.49, 0.51]."""
+    from bnbver.network import ReLU
+    return Network((Dense([[1.0], [-1.0]], [-0.5, 0.5]), ReLU(2), Dense([[-1.0, -1.0]], [0.0])),
+                   (1,))
+
+
+def test_box_attack_finds_counterexample_inside_a_given_box() -> None:
+    import torch
+
+    from bnbver.attack import falsify_boxes
+    net = _valley_net()
+    prop = Property(InputBox(np.zeros(1), np.ones(1)),
+                    UnsafeSet((HalfSpaces([[-1.0]], [0.01]),)))
+    lower, upper = np.array([[0.0], [0.42]]), np.array([[0.3], [0.6]])
+    module = net.to_torch(torch.float64)
+    cex = falsify_boxes(net, prop, lower, upper, module, np.random.default_rng(0))
+    assert cex is not None
+    assert 0.42 <= cex.x[0] <= 0.6 and net.forward(cex.x[None])[0, 0] >= -0.01
+    # the same search restricted to the safe box finds nothing (and invents nothing)
+    assert falsify_boxes(net, prop, lower[:1], upper[:1], module,
+                         np.random.default_rng(0)) is None

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from bnbver.bounds import (
     BoundsOptions,
+    NodeBatch,
     NodeState,
     bound_batch,
     bound_root,
@@ -217,3 +218,37 @@ def test_hand_computed_maxpool() -> None:
         assert abs(float(res.row_lower[0, 0]) - expected) < HAND_TOL
         assert abs(float(bound_root(net, lo, hi, IBP).row_lower[0, 0]) + 1.0) < HAND_TOL
         check_sound(net_ir, np.eye(1), np.zeros(1), [Node(lo, hi, [], None)], res, 0)
+
+
+def test_per_node_refinement_equals_union_refinement(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bounding each node's own unstable neurons gives the bounds that bounding the union
+    of all nodes' neurons gives (a neuron's CROWN bound does not depend on other rows), and
+    the per-node path is really taken on a batch of small, scattered boxes."""
+    import bnbver.bounds.engine as engine
+
+    net_ir = dense_net(5, 3, 16, 4, 3)
+    C, d = random_spec(5, 3, 2)
+    net = prepare(net_ir, C, d)
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(-1, 1, size=(40, 3))
+    lo, hi = centres - 0.05, centres + 0.05
+    splits = tuple(torch.zeros((40, n), dtype=torch.int8) for n in net_ir.relu_sizes)
+    batch = NodeBatch(torch.tensor(lo), torch.tensor(hi), splits, None)
+    taken = []
+    real = engine._refine_per_node
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        taken.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_refine_per_node", spy)
+    per_node = bound_batch(net, batch, CROWN)
+    assert taken, "the per-node refinement was not used"
+    monkeypatch.setattr(engine, "_per_node_pays", lambda *a: False)
+    union = bound_batch(net, batch, CROWN)
+    torch.testing.assert_close(per_node.row_lower, union.row_lower, rtol=1e-9, atol=1e-9)
+    for k in range(len(net_ir.relu_sizes)):
+        torch.testing.assert_close(per_node.pre_lower[k], union.pre_lower[k], rtol=1e-9,
+                                   atol=1e-9)
+        torch.testing.assert_close(per_node.pre_upper[k], union.pre_upper[k], rtol=1e-9,
+                                   atol=1e-9)

@@ -34,6 +34,7 @@ from bnbver.bounds import (
     bound_batch,
     prepare,
 )
+from bnbver.bounds.clip import clip_boxes
 from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import solve_fixed_node
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
@@ -54,23 +55,45 @@ class Payload:
     taking one row per node cost more than the bounding itself on small networks.
 
     Attributes:
-        masks: per ReLU layer (1, n_l) split states (views into the batch's masks).
+        batch_masks: per ReLU layer (B, n_l) split states of the whole batch.
         batch_state: the engine state of the whole batch the node was bounded in.
-        index: the node's row in ``batch_state``.
+        index: the node's row in ``batch_masks`` and ``batch_state``.
         input_coeffs: (1, n_in) input coefficients of the worst row, or None.
         relu_coeffs: per ReLU layer (1, n_l) coefficients of the ReLU outputs in the worst
             row's bound (for BaBSR), or None.
     """
 
-    masks: tuple[torch.Tensor, ...]
+    batch_masks: tuple[torch.Tensor, ...]
     batch_state: NodeState
     index: int
     input_coeffs: torch.Tensor | None = None
     relu_coeffs: tuple[torch.Tensor, ...] | None = None
 
+    @property
+    def masks(self) -> tuple[torch.Tensor, ...]:
+        """Per ReLU layer (1, n_l) split states of this node."""
+        return tuple(m[self.index:self.index + 1] for m in self.batch_masks)
+
     def single(self) -> NodeState:
         """Return the node's own state (B = 1)."""
         return self.batch_state.take(torch.tensor([self.index]))
+
+
+def gather_masks(payloads: list[Payload]) -> tuple[torch.Tensor, ...]:
+    """Return per ReLU layer the (len(payloads), n_l) split states of ``payloads``, in order."""
+    groups: dict[int, list[int]] = {}
+    for pos, p in enumerate(payloads):
+        groups.setdefault(id(p.batch_masks), []).append(pos)
+    n_layers = len(payloads[0].batch_masks)
+    out = [torch.empty((len(payloads), m.shape[1]), dtype=m.dtype, device=m.device)
+           for m in payloads[0].batch_masks]
+    for positions in groups.values():
+        source = payloads[positions[0]].batch_masks
+        rows = torch.tensor([payloads[i].index for i in positions])
+        where = torch.tensor(positions)
+        for k in range(n_layers):
+            out[k][where] = source[k].index_select(0, rows.to(source[k].device))
+    return tuple(out)
 
 
 def gather_states(payloads: list[Payload]) -> NodeState:
@@ -93,7 +116,11 @@ def gather_states(payloads: list[Payload]) -> NodeState:
 
 @dataclass(frozen=True, eq=False)
 class BoundedChild:
-    """A freshly bounded node as the loop sees it."""
+    """A freshly bounded node as the loop sees it.
+
+    ``lower``/``upper`` is the child's box after input-domain clipping (input splits), and
+    ``infeasible`` also marks a box that clipping emptied (``method`` is then "clip").
+    """
 
     lower: np.ndarray
     upper: np.ndarray
@@ -169,20 +196,26 @@ class NodeBounder:
         dtype = _compute_dtype(getattr(options, "precision", "auto"), kind)
         branching = getattr(options, "branching", None) or ("babsr" if kind == "relu" else "")
         wants_coeffs = kind == "relu" and branching in ("babsr", "fsb")
+        # Input-domain clipping (bounds.clip) shrinks input-split boxes to where a
+        # counterexample can be, by the rows' linear bounds.
+        self.clip = kind == "input" and getattr(options, "clip", True)
+        self.groups = [torch.as_tensor(np.flatnonzero(self.row_disjunct == k))
+                       for k in range(self.n_disjuncts)]
         # alpha-optimised intermediate bounds at the root are much tighter on deep nets
         # (results/bounds.md: mnist 256x6 -1245 -> -395) and their cost is paid once.
         self.root_opts = BoundsOptions(method=getattr(options, "root_method", "alpha"),
                                        iterations=iterations, device=device, dtype=dtype,
                                        optimize_intermediate=kind == "relu",
-                                       relu_coeffs=wants_coeffs)
+                                       relu_coeffs=wants_coeffs, row_linear=self.clip)
         child_method = getattr(options, "child_method", "beta")
         if kind == "input":
-            self.child_opts = BoundsOptions(method="crown", intermediate="crown", device=device,
-                                            dtype=dtype)
+            self.child_opts = BoundsOptions(
+                method="crown", device=device, dtype=dtype, row_linear=self.clip,
+                intermediate=getattr(options, "input_intermediate", "forward-crown"))
         else:
             self.child_opts = BoundsOptions(method=child_method, iterations=iterations,
                                             device=device, dtype=dtype,
-                                            relu_coeffs=wants_coeffs)
+                                            relu_coeffs=wants_coeffs, row_linear=self.clip)
         self.cheap_opts = replace(self.child_opts, method="crown", relu_coeffs=False)
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device
@@ -257,8 +290,7 @@ class NodeBounder:
     def _relu_children(self, parents: list[Node],
                        decisions: list[Any]) -> tuple[Box, NodeBatch, list[SplitSet]]:
         state, index = self._parent_state(parents)
-        masks = [torch.cat([p.state.masks[k] for p in parents], 0).index_select(0, index)
-                 for k in range(len(self.net.relu_sizes))]
+        masks = [m.index_select(0, index) for m in gather_masks([p.state for p in parents])]
         splits: list[SplitSet] = []
         for i, (parent, dec) in enumerate(zip(parents, decisions, strict=True)):
             layer, unit = dec
@@ -294,6 +326,9 @@ class NodeBounder:
         node_lb = self._node_bounds(result.row_lower).cpu().numpy()
         infeasible = result.infeasible.cpu().numpy()
         lo, up = box
+        clipped = np.zeros(batch.batch_size, dtype=bool)
+        if result.row_linear is not None and self.clip:
+            lo, up, clipped = self._clipped(result, lo, up)
         coeffs = result.input_coeffs
         cands = (result.candidates.cpu().numpy() if coeffs is None
                  else np.where(coeffs.cpu().numpy() > 0, lo, up))
@@ -301,16 +336,28 @@ class NodeBounder:
         exhausted = (free == 0) | np.all(up - lo <= POINT_WIDTH, axis=1)
         out = []
         for b in range(batch.batch_size):
-            keep = not (infeasible[b] or node_lb[b] > 0)
+            keep = not (infeasible[b] or node_lb[b] > 0 or clipped[b])
             payload = Payload(
-                tuple(m[b:b + 1] for m in batch.splits), result.state, b,
+                batch.splits, result.state, b,
                 None if coeffs is None else coeffs[b:b + 1],
                 None if result.relu_coeffs is None else tuple(
                     r[b:b + 1] for r in result.relu_coeffs)) if keep else None
             out.append(BoundedChild(lo[b], up[b], splits[b], float(node_lb[b]),
-                                    bool(infeasible[b]), cands[b], bool(exhausted[b]),
-                                    method, payload, int(free[b])))
+                                    bool(infeasible[b] or clipped[b]), cands[b],
+                                    bool(exhausted[b]),
+                                    "clip" if clipped[b] and not infeasible[b] else method,
+                                    payload, int(free[b])))
         return out
+
+    def _clipped(self, result: BoundResult, lo: np.ndarray,
+                 up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return the boxes clipped to their possible counterexamples and (B,) "none left"."""
+        assert result.row_linear is not None
+        a, c = result.row_linear
+        lo_t = torch.as_tensor(np.array(lo), dtype=torch.float64, device=a.device)
+        up_t = torch.as_tensor(np.array(up), dtype=torch.float64, device=a.device)
+        n_lo, n_up, empty = clip_boxes(a, c, lo_t, up_t, self.groups)
+        return n_lo.cpu().numpy(), n_up.cpu().numpy(), empty.cpu().numpy()
 
     def _node_bounds(self, row_lower: torch.Tensor) -> torch.Tensor:
         """Return (B,) node bounds: min over disjuncts of max over the disjunct's rows."""
@@ -339,8 +386,7 @@ class NodeBounder:
         up = torch.as_tensor(np.stack([p.upper for p in parents]), dtype=self.dtype,
                              device=self.device)
         state = gather_states([p.state for p in parents])
-        masks = tuple(torch.cat([p.state.masks[k] for p in parents], 0)
-                      for k in range(len(self.net.relu_sizes)))
+        masks = gather_masks([p.state for p in parents])
         biases = tuple(self.net.ops[self.net.slot_ops[s] - 1].bias  # type: ignore[union-attr]
                        for s in self.net.relu_slots)
         evaluate = self._lookahead(parents, state, masks, lo, up) if needs_lookahead else None

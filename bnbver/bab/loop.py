@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+import torch
 
+from bnbver.attack import falsify_boxes
 from bnbver.bab.bounding import BoundedChild, NodeBounder
 from bnbver.bab.branching import choose_branches, default_heuristic, validate_heuristic
 from bnbver.bab.node import Frontier, Node
@@ -60,6 +62,15 @@ class BabOptions:
         tighten: bound tightening of the root's ReLU bounds before branching: "none",
             "lp" or "milp" (Fischetti & Jo / Tjeng et al.), within ``tighten_time`` seconds.
         record: path of a JSON-lines search-tree record, or None.
+        input_intermediate: intermediate bounds of input-split children
+            (``BoundsOptions.intermediate``): "forward-crown" (forward symbolic bounds, then
+            CROWN on the neurons they leave unstable: as tight as "crown" and about half the
+            ACAS Xu search time, results/README.md) or "crown", "forward", "inherit".
+        clip: with input splits, shrink each child's box to where the rows' linear bounds
+            still allow a counterexample (``bnbver.bounds.clip``).
+        attack_nodes: with input splits, each round runs a short PGD inside the boxes of
+            this many of the popped parents (the lowest bounds: where counterexamples are
+            most likely), within ``attack_share`` of the search time (0 disables).
     """
 
     split: str = "auto"
@@ -79,6 +90,10 @@ class BabOptions:
     tighten: str = "none"
     tighten_time: float = 30.0
     record: str | None = None
+    input_intermediate: str = "forward-crown"
+    clip: bool = True
+    attack_nodes: int = 64
+    attack_share: float = 0.1
 
 
 @dataclass
@@ -100,6 +115,8 @@ class _Search:
     should_stop: Callable[[], bool] | None
     max_open: int | None
     next_id: int = 0
+    module: torch.nn.Module | None = None
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
 
 def choose_split_kind(network: Network, options: BabOptions) -> str:
@@ -133,7 +150,8 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
     search = _Search(network, prop, options, NodeBounder(network, prop, options, kind, seed),
                      Frontier(options.memory_cap), stats, [],
                      TreeRecorder(options.record), deadline, time.monotonic(), kind,
-                     root_splits or SplitSet(), should_stop, max_open)
+                     root_splits or SplitSet(), should_stop, max_open,
+                     rng=np.random.default_rng(seed))
     try:
         return _search(search)
     finally:
@@ -170,6 +188,9 @@ def _search(s: _Search) -> Result:
 def _round(s: _Search) -> Result | None:
     """One BaB round: pop a batch -> branch -> bound children -> prune -> push."""
     parents = s.frontier.pop_batch(s.options.batch_size)
+    cex = _attack_parents(s, parents)
+    if cex is not None:
+        return cex
     t0 = time.monotonic()
     decisions = choose_branches(s.bounder, parents, s.split_kind,
                                 s.options.branching or default_heuristic(s.split_kind))
@@ -181,6 +202,31 @@ def _round(s: _Search) -> Result | None:
     return _prune(s, children, [p for p in parents for _ in (0, 1)])
 
 
+def _attack_parents(s: _Search, parents: list[Node]) -> Result | None:
+    """Run PGD inside the boxes of the worst parents (input splits; within a time share).
+
+    The frontier pops the lowest bounds first, so ``parents[:k]`` are the boxes most likely
+    to hold a counterexample.
+    """
+    k = s.options.attack_nodes
+    if s.split_kind != "input" or k <= 0 or not parents:
+        return None
+    spent = s.stats.seconds_by_phase.get("attack_nodes", 0.0)
+    if spent > s.options.attack_share * (time.monotonic() - s.started):
+        return None
+    t0 = time.monotonic()
+    if s.module is None:
+        s.module = s.network.to_torch(torch.float64)
+    chosen = parents[:k]
+    cex = falsify_boxes(s.network, s.prop, np.stack([p.lower for p in chosen]),
+                        np.stack([p.upper for p in chosen]), s.module, s.rng,
+                        deadline=s.deadline)
+    s.stats.add_time("attack_nodes", time.monotonic() - t0)
+    if cex is None:
+        return None
+    return Result(Status.VIOLATED, cex, stats=s.stats, message="found by PGD in an open box")
+
+
 def _prune(s: _Search, children: list[BoundedChild],
            parents: list[Node | None]) -> Result | None:
     """Close proven children, check candidates, decide fully split leaves, push the rest."""
@@ -190,7 +236,8 @@ def _prune(s: _Search, children: list[BoundedChild],
         s.stats.nodes += 1
         s.stats.max_depth = max(s.stats.max_depth, node.depth)
         if child.infeasible or child.lower_bound > SOUNDNESS_EPS:
-            _close(s, node, parent, "infeasible" if child.infeasible else child.method)
+            _close(s, node, parent, "infeasible" if child.infeasible and child.method != "clip"
+                   else child.method)
             continue
         cex = _check_candidate(s, child) if suspect else None
         if cex is not None:

@@ -39,6 +39,7 @@ from bnbver.bounds.linear import (
     backward,
     crown_rows,
     crown_slot,
+    crown_slot_per_node,
     final_start,
     pool_relax,
     relu_relax,
@@ -169,6 +170,8 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
     if refine and options.method != "ibp" and _produced_by_affine(net, slot):
         need = _refine_need(net, slot, lo, hi, split)
         index = need.any(dim=0).nonzero().flatten()
+        if _per_node_pays(net, slot, need, index, options):
+            return _refine_per_node(net, slot, need, (lo, hi), batch, relax, split)
         if index.numel():
             c_lo, c_hi = _refine_slot(net, slot, index, (batch.lower, batch.upper), relax,
                                       options)
@@ -178,6 +181,42 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
             hi = hi.index_copy(1, index, torch.where(use, torch.minimum(old_hi, c_hi), old_hi))
             lo, hi = clamp_splits(lo, hi, split)
     return lo, hi
+
+
+def _per_node_pays(net: BoundedNetwork, slot: int, need: Tensor, index: Tensor,
+                   options: BoundsOptions) -> bool:
+    """True when bounding each node's own unstable neurons beats bounding their union.
+
+    Plain CROWN on a dense layer only, and only when the largest per-node count is well
+    below the union's size (each node then pays for ``max`` rows instead of ``union``).
+    """
+    if need.shape[0] < 2 or not index.numel():
+        return False
+    if options.optimize_intermediate and options.method in ("alpha", "beta"):
+        return False
+    op = net.ops[net.slot_ops[slot] - 1]
+    if not isinstance(op, AffineOp) or op.conv is not None:
+        return False
+    return int(need.sum(dim=1).max()) <= 0.75 * index.numel()
+
+
+def _refine_per_node(net: BoundedNetwork, slot: int, need: Tensor, box: tuple[Tensor, Tensor],
+                     batch: NodeBatch, relax: Sequence[Relax],
+                     split: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Return the slot's bounds with each node's needed neurons refined by its own CROWN.
+
+    ``order`` lists every node's needed neurons first (a permutation per row, so no neuron
+    repeats); entries past a node's own count are bounded too but not used.
+    """
+    lo, hi = box
+    k = int(need.sum(dim=1).max())
+    order = torch.argsort((~need).to(torch.int8), dim=1, stable=True)[:, :k]
+    use = need.gather(1, order)
+    c_lo, c_hi = crown_slot_per_node(net, slot, order, batch.lower, batch.upper, relax)
+    old_lo, old_hi = lo.gather(1, order), hi.gather(1, order)
+    lo = lo.scatter(1, order, torch.where(use, torch.maximum(old_lo, c_lo), old_lo))
+    hi = hi.scatter(1, order, torch.where(use, torch.minimum(old_hi, c_hi), old_hi))
+    return clamp_splits(lo, hi, split)
 
 
 Intermediate = tuple[list[Tensor], list[Tensor], list[Relax], Tensor, Tensor | None]
@@ -242,18 +281,37 @@ def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, relax: Sequence[Relax
 
 def _final_rows(net: BoundedNetwork, batch: NodeBatch, relax: Sequence[Relax],
                 ibp_rows: Tensor, options: BoundsOptions
-                ) -> tuple[Tensor, Tensor, Optimized | None]:
-    """Return margin lower bounds (B, R), input coefficients (B, R, n_in) and alpha/beta.
+                ) -> tuple[Tensor, Tensor, Tensor, Optimized | None]:
+    """Return margin lower bounds (B, R), the linear bounds' own values (B, R), their input
+    coefficients (B, R, n_in) and alpha/beta.
 
     The coefficients are empty (shape (0,)) for ``method="ibp"``.
     """
     if options.method == "ibp":
-        return ibp_rows, ibp_rows.new_zeros((0,)), None
+        return ibp_rows, ibp_rows, ibp_rows.new_zeros((0,)), None
     if options.method == "crown":
         lb, a = crown_rows(net, batch.lower, batch.upper, relax)
-        return torch.maximum(lb, ibp_rows), a, None
+        return torch.maximum(lb, ibp_rows), lb, a, None
     best = _optimized_rows(net, batch, relax, options)
-    return torch.maximum(best.lower, ibp_rows), best.coeffs, best
+    return torch.maximum(best.lower, ibp_rows), best.lower, best.coeffs, best
+
+
+def _row_linear(lin_rows: Tensor, coeffs: Tensor, lo64: Tensor,
+                hi64: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Return each row's linear lower bound ``(A (B, R, n_in), c (B, R))`` in float64.
+
+    ``c`` is recovered from the concretised value: ``c = lb - min_{x in box} A x``. The box
+    here is the float64 one, inside the (outward-rounded) box the bound was concretised on,
+    so its minimum is no smaller and ``c`` can only come out smaller (more cautious); the
+    safety margin subtracted from ``lb`` stays in ``c``.
+    """
+    if coeffs.numel() == 0:
+        return None
+    a = coeffs.double().expand(lo64.shape[0], -1, -1)
+    mid = ((hi64 + lo64) / 2).unsqueeze(2)
+    rad = ((hi64 - lo64) / 2).unsqueeze(2)
+    low = (a @ mid - a.abs() @ rad).squeeze(2)
+    return a, lin_rows.double() - low
 
 
 def _worst_coeffs(rows: Tensor, coeffs: Tensor) -> Tensor | None:
@@ -296,8 +354,9 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch,
                                         batch.upper)
         if fwd_rows is not None:
             ibp_lo = torch.maximum(ibp_lo, fwd_rows)
-        rows, coeffs, best = _final_rows(net, batch, relax, ibp_lo, options)
+        rows, lin_rows, coeffs, best = _final_rows(net, batch, relax, ibp_lo, options)
         worst = _worst_coeffs(rows, coeffs)
+        row_linear = _row_linear(lin_rows, coeffs, lo64, hi64) if options.row_linear else None
         if batch.state is not None and batch.state.row_lower is not None:
             rows = torch.maximum(rows, batch.state.row_lower)
         cand = _candidates(lo64, hi64, worst)
@@ -307,7 +366,7 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch,
                           None if best is None else best.beta)
         relu_coeffs = (_relu_coefficients(net, relax, best, rows)
                        if options.relu_coeffs and options.method != "ibp" else None)
-    return BoundResult(rows, cand, infeasible, state, worst, relu_coeffs)
+    return BoundResult(rows, cand, infeasible, state, worst, relu_coeffs, row_linear)
 
 
 def _relu_coefficients(net: BoundedNetwork, relax: Sequence[Relax], best: Optimized | None,

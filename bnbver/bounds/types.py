@@ -72,6 +72,8 @@ class BoundsOptions:
             batch whose intermediate bounds are recomputed); costly, best for the root.
         relu_coeffs: also return, per ReLU layer, the coefficient of each ReLU output in the
             final bound of each node's worst row (one extra backward pass; for BaBSR).
+        row_linear: also return each row's final linear lower bound ``(A, c)`` in terms of
+            the input (input-domain clipping, ``bnbver.bounds.clip``).
         device: torch device of the prepared network and every returned tensor.
         dtype: floating dtype; None means float64 on the CPU and float32 elsewhere.
     """
@@ -84,6 +86,7 @@ class BoundsOptions:
     intermediate: str = "inherit"
     optimize_intermediate: bool = False
     relu_coeffs: bool = False
+    row_linear: bool = False
     device: str = "cpu"
     dtype: torch.dtype | None = None
 
@@ -231,6 +234,10 @@ class BoundResult:
             ``|coefficient| * width`` as the impact of splitting a dimension.
         relu_coeffs: per ReLU layer (B, n_l) coefficients of the ReLU outputs in the worst
             row's final bound (only with ``BoundsOptions.relu_coeffs``).
+        row_linear: ``(A (B, R, n_in), c (B, R))`` float64 with ``C y - d >= A x + c`` for
+            every x in the node's box (and the node's splits), one linear lower bound per
+            row, safety margin included (only with ``BoundsOptions.row_linear``; None for
+            ``method="ibp"``).
     """
 
     row_lower: Tensor
@@ -239,6 +246,7 @@ class BoundResult:
     state: NodeState
     input_coeffs: Tensor | None = None
     relu_coeffs: tuple[Tensor, ...] | None = None
+    row_linear: tuple[Tensor, Tensor] | None = None
 
     @property
     def pre_lower(self) -> tuple[Tensor, ...]:
