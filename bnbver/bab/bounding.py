@@ -223,6 +223,7 @@ class NodeBounder:
         self.root_width = torch.tensor(prop.box.upper - prop.box.lower,
                                           dtype=self.dtype, device=self.device)
         self._disj = torch.as_tensor(self.row_disjunct, device=self.device)
+        self._last_gather: tuple[tuple[int, ...], NodeState] | None = None
 
     # ------------------------------------------------------------------ bounding
     def bound_root(self, lower: np.ndarray, upper: np.ndarray,
@@ -282,8 +283,16 @@ class NodeBounder:
         result = bound_batch(self.net, batch, self.child_opts)
         return self._children(box, batch, result, splits, self.child_opts.method)
 
+    def _gathered(self, parents: list[Node]) -> NodeState:
+        """Return the parents' stacked states; the branching step and the bounding step of
+        one round ask for the same parents, so the last stack is reused."""
+        key = tuple(id(p) for p in parents)
+        if self._last_gather is None or self._last_gather[0] != key:
+            self._last_gather = (key, gather_states([p.state for p in parents]))
+        return self._last_gather[1]
+
     def _parent_state(self, parents: list[Node]) -> tuple[NodeState, torch.Tensor]:
-        states = gather_states([p.state for p in parents])
+        states = self._gathered(parents)
         index = torch.arange(len(parents), device=self.device).repeat_interleave(2)
         return states.take(index), index
 
@@ -385,7 +394,7 @@ class NodeBounder:
                              device=self.device)
         up = torch.as_tensor(np.stack([p.upper for p in parents]), dtype=self.dtype,
                              device=self.device)
-        state = gather_states([p.state for p in parents])
+        state = self._gathered(parents)
         masks = gather_masks([p.state for p in parents])
         biases = tuple(self.net.ops[self.net.slot_ops[s] - 1].bias  # type: ignore[union-attr]
                        for s in self.net.relu_slots)
