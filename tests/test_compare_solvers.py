@@ -101,16 +101,17 @@ def test_cactus_plot_has_one_line_per_solver(tmp_path: Path) -> None:
 
 
 def test_ratios_and_medians_on_instances_both_decided() -> None:
-    def row(inst: str, solver: str, answer: str, t: float) -> dict[str, str]:
+    def row(inst: str, solver: str, answer: str, t: float, nodes: int = 0) -> dict[str, str]:
         return {"instance": inst, "solver": solver, "answer": answer, "seconds": str(t),
-                "expected": "", "check": "ok"}
+                "expected": "", "check": "ok", "nodes": str(nodes)}
 
-    rows = [row("a", "bnbver", "unsat", 1.0), row("a", "highs-bigm", "unsat", 10.0),
-            row("b", "bnbver", "sat", 2.0), row("b", "highs-bigm", "sat", 4.0),
+    rows = [row("a", "bnbver", "unsat", 1.0, 40), row("a", "highs-bigm", "unsat", 10.0),
+            row("b", "bnbver", "unsat", 2.0, 1), row("b", "highs-bigm", "unsat", 4.0),
             row("c", "bnbver", "unsat", 1.0), row("c", "highs-bigm", "timeout", 60.0)]
     assert ratios(rows, "bnbver", "highs-bigm") == {"a": 0.1, "b": 0.5}
     line = next(ln for ln in summary_table(rows, "bnbver") if ln.startswith("| highs-bigm"))
-    assert line.split("|")[-3:-1] == [" 2 ", " 0.3 "]
+    # both decided a and b (median ratio 0.3); the root bounds alone proved b (ratio 0.1)
+    assert line.split("|")[-5:-1] == [" 2 ", " 0.3 ", " 1 ", " 0.1 "]
 
 
 class _FakeGurobiError(Exception):

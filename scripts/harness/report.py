@@ -33,21 +33,44 @@ def _seconds(r: Row) -> float:
 def summary_table(rows: Sequence[Row], reference: str | None = None) -> list[str]:
     """Return markdown lines: one row per solver with counts, median time and ratios."""
     head = ("| solver | instances | decided | sat | unsat | other | median s (decided) "
-            f"| both decided with {reference} | median ratio {reference}/solver |")
-    lines = [head, "|---|---|---|---|---|---|---|---|---|"]
+            f"| both decided with {reference} | median ratio {reference}/solver "
+            "| of these, not proved by the root bounds | median ratio there |")
+    lines = [head, "|---|---|---|---|---|---|---|---|---|---|---|"]
     last = list(latest(rows).values())
+    searched = _searched(rows, reference)
     for solver in solvers_in(rows):
         mine = [r for r in last if r["solver"] == solver]
         dec = [r for r in mine if r["answer"] in DECIDED]
         n_sat = sum(r["answer"] == "sat" for r in dec)
         med = median(_seconds(r) for r in dec)
-        both, ratio = "", ""
+        both, ratio, n_se, ratio_se = "", "", "", ""
         if reference and solver != reference:
             rs = ratios(rows, reference, solver)
             both, ratio = str(len(rs)), _num(median(rs.values()))
+            se = [v for inst, v in rs.items() if inst in searched]
+            n_se, ratio_se = str(len(se)), _num(median(se))
         lines.append(f"| {solver} | {len(mine)} | {len(dec)} | {n_sat} | {len(dec) - n_sat} "
-                     f"| {len(mine) - len(dec)} | {_num(med)} | {both} | {ratio} |")
+                     f"| {len(mine) - len(dec)} | {_num(med)} | {both} | {ratio} | {n_se} "
+                     f"| {ratio_se} |")
     return lines
+
+
+def _searched(rows: Sequence[Row], reference: str | None) -> set[str]:
+    """Return the instances that ``reference`` did not prove unsat by its root bounds alone.
+
+    Where the root bounds prove unsat (one node), every solver's time is mostly the same
+    shared root-bound computation, so a ratio near 1 there says nothing about the search;
+    falsified (sat) and branched instances stay.
+    """
+    out = set()
+    for (inst, solver), r in latest(rows).items():
+        try:
+            nodes = int(r.get("nodes", "") or 0)
+        except ValueError:
+            continue
+        if solver == reference and not (r["answer"] == "unsat" and nodes <= 1):
+            out.add(inst)
+    return out
 
 
 def _num(value: float) -> str:
