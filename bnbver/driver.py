@@ -67,6 +67,49 @@ class VerifierOptions:
         return VerifierOptions(attack=attack, bab=bab, **top)
 
 
+def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
+    """Parse ``NAME=VALUE`` strings into option keywords (for ``--option`` on the CLI).
+
+    NAME is a field of ``BabOptions`` or ``AttackOptions``; VALUE is converted to the type of
+    that field's default (``true``/``false`` for booleans; ``none`` for an optional field).
+
+    Raises:
+        InputError: a malformed pair, an unknown name or a value of the wrong type.
+    """
+    from bnbver.bab.loop import BabOptions
+
+    defaults = {f.name: getattr(BabOptions(), f.name) for f in fields(BabOptions)}
+    defaults.update({f.name: getattr(AttackOptions(), f.name) for f in fields(AttackOptions)})
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or name not in defaults:
+            raise InputError("--option", f"{pair!r}: expected NAME=VALUE with NAME one of "
+                             f"{sorted(defaults)}")
+        out[name] = _convert(name, text.strip(), defaults[name])
+    validate_bab_options(VerifierOptions.from_kwargs(**dict(out)).bab)
+    return out
+
+
+def _convert(name: str, text: str, default: Any) -> Any:
+    if text.lower() == "none" and default is None:
+        return None
+    try:
+        if isinstance(default, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1")
+        if isinstance(default, int):
+            return int(text)
+        if isinstance(default, float):
+            return float(text)
+    except ValueError:
+        raise InputError("--option", f"{name}={text}: expected a value like "
+                         f"{default!r}") from None
+    return text
+
+
 def _as_properties(properties: Property | Sequence[Property]) -> list[Property]:
     if isinstance(properties, Property):
         return [properties]
@@ -87,10 +130,17 @@ def _validate_options(network: Network, options: VerifierOptions) -> None:
     from bnbver.bab.loop import BabOptions, choose_split_kind
 
     bab = options.bab if options.bab is not None else BabOptions()
-    if bab.split not in ("auto", "relu", "input"):
-        raise InputError("--split", f"must be auto, relu or input, got {bab.split!r}")
+    validate_bab_options(bab)
     kind = choose_split_kind(network, bab)
     validate_heuristic(bab.branching or default_heuristic(kind), kind)
+    if not options.timeout > 0:
+        raise InputError("--timeout", f"must be > 0 seconds, got {options.timeout}")
+
+
+def validate_bab_options(bab: Any) -> None:
+    """Raise InputError for a ``BabOptions`` value that no network accepts."""
+    if bab.split not in ("auto", "relu", "input"):
+        raise InputError("--split", f"must be auto, relu or input, got {bab.split!r}")
     modes = ("inherit", "crown", "forward", "forward-crown")
     if bab.input_intermediate not in modes:
         raise InputError("input_intermediate",
@@ -99,8 +149,6 @@ def _validate_options(network: Network, options: VerifierOptions) -> None:
         raise InputError("attack_nodes/attack_share",
                          f"need attack_nodes >= 0 and 0 <= attack_share <= 1, got "
                          f"{bab.attack_nodes} and {bab.attack_share}")
-    if not options.timeout > 0:
-        raise InputError("--timeout", f"must be > 0 seconds, got {options.timeout}")
 
 
 def verify(network: Network, properties: Property | Sequence[Property],

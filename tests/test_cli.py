@@ -155,3 +155,29 @@ def test_entry_point_subprocess(tmp_path: Path) -> None:
 def test_bad_branching_option(examples_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _expect_error(["verify", str(examples_dir / ACAS), str(examples_dir / "acasxu/prop_1.vnnlib"),
                    "--branching", "babsr"], capsys, "--branching", "branches on relu")
+
+
+def test_option_flag_sets_search_options(capsys: pytest.CaptureFixture[str],
+                                         examples_dir: Path) -> None:
+    """``--option NAME=VALUE`` reaches the search (a forced ReLU split on ACAS Xu branches
+    on neurons, not inputs, and needs other node counts), and a bad option is one error."""
+    net, prop = str(examples_dir / ACAS), str(examples_dir / "acasxu/prop_1.vnnlib")
+    code, out, err_input = _run(["verify", net, prop, "--timeout", "60"], capsys)
+    assert code == 0 and out.strip() == "unsat"
+    code, out, err_relu = _run(["verify", net, prop, "--timeout", "5",
+                                "--option", "split=relu", "--option", "milp_max_unstable=0"],
+                               capsys)
+    assert code == 0 and out.strip() in ("unsat", "timeout")
+    assert err_input.split(":")[1] != err_relu.split(":")[1]  # "N nodes, ..." differ
+    for bad in ("bogus=1", "batch_size=abc", "clip=maybe", "nameonly"):
+        code, _, err = _run(["verify", net, prop, "--option", bad], capsys)
+        assert code == 2 and err.startswith("error: --option:"), (bad, err)
+
+
+def test_parse_options_converts_to_the_fields_types() -> None:
+    from bnbver.driver import parse_options
+
+    assert parse_options(["batch_size=64", "clip=false", "attack_share=0.5",
+                          "input_intermediate=crown", "branching=none"]) == {
+        "batch_size": 64, "clip": False, "attack_share": 0.5,
+        "input_intermediate": "crown", "branching": None}

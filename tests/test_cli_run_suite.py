@@ -65,3 +65,19 @@ def test_vnncomp_run_instance_script(tmp_path: Path, examples_dir: Path) -> None
     assert run.returncode == 0, run.stderr
     text = result.read_text()
     assert text.startswith("sat\n((X_0 ") and "(Y_9 " in text
+
+
+def test_run_suite_passes_options_to_every_instance(tmp_path: Path, examples_dir: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """``--option`` reaches each instance (no falsifier samples/steps and a 1-node cap on
+    the search leave the sat instance undecided), and a bad option stops before any run."""
+    suite = _suite(tmp_path, examples_dir, "sat")
+    out = tmp_path / "results.csv"
+    code = main(["run-suite", str(suite), "--out", str(out), "--filter", "0.05",
+                 "--option", "samples=0", "--option", "steps=0", "--option", "batch_size=1",
+                 "--max-timeout", "2"])
+    rows = list(csv.DictReader(out.open()))
+    assert code == 0 and rows[0]["result"] != "error", rows[0]
+    code = main(["run-suite", str(suite), "--out", str(tmp_path / "bad.csv"),
+                 "--option", "split=sideways"])
+    assert code == 2 and "split" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bnbver.errors import InputError
 
@@ -42,6 +43,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-timeout", type=float, default=None, help="cap every timeout")
     parser.add_argument("--filter", default="", help="only instances whose paths contain this")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="any BabOptions/AttackOptions field for every instance, e.g. "
+                             "input_intermediate=crown (repeatable)")
 
 
 def read_instances(path: Path) -> list[Instance]:
@@ -71,8 +75,10 @@ def read_expected(path: Path) -> dict[tuple[str, str], str]:
         return {(r["onnx"], r["vnnlib"]): r["expected"] for r in csv.DictReader(f)}
 
 
-def run_instance(inst: Instance, timeout: float) -> dict[str, str]:
-    """Verify one instance in this process; never raises."""
+def run_instance(inst: Instance, timeout: float,
+                 options: dict[str, Any] | None = None) -> dict[str, str]:
+    """Verify one instance in this process (``options``: extra verify keywords); never
+    raises."""
     from bnbver.driver import verify
     from bnbver.io.loaders import load_network, load_properties
 
@@ -81,7 +87,8 @@ def run_instance(inst: Instance, timeout: float) -> dict[str, str]:
         network = load_network(inst.onnx)
         props = load_properties(inst.vnnlib, network)
         left = max(timeout - (time.monotonic() - start), 0.1)
-        result = verify(network, props, source_path=inst.onnx, timeout=left)
+        result = verify(network, props, source_path=inst.onnx, timeout=left,
+                        **(options or {}))
         word, nodes, msg = result.status.value, result.stats.nodes, result.message
     except Exception as exc:
         word, nodes, msg = "error", 0, f"{type(exc).__name__}: {exc}"
@@ -95,25 +102,31 @@ def _run_all(instances: list[Instance], args: argparse.Namespace) -> Iterator[di
         t = float(inst.timeout * args.timeout_scale)
         return min(t, float(args.max_timeout)) if args.max_timeout else t
 
+    from bnbver.driver import parse_options
+
+    options = parse_options(args.option)
     if args.jobs <= 1:
         for inst in instances:
-            yield run_instance(inst, budget(inst))
+            yield run_instance(inst, budget(inst), options)
         return
     from joblib import Parallel, delayed
 
-    tasks = (delayed(_run_in_worker)(inst, budget(inst)) for inst in instances)
+    tasks = (delayed(_run_in_worker)(inst, budget(inst), options) for inst in instances)
     yield from Parallel(n_jobs=args.jobs, return_as="generator_unordered")(tasks)
 
 
-def _run_in_worker(inst: Instance, timeout: float) -> dict[str, str]:
+def _run_in_worker(inst: Instance, timeout: float, options: dict[str, Any]) -> dict[str, str]:
     import torch
 
     torch.set_num_threads(1)
-    return run_instance(inst, timeout)
+    return run_instance(inst, timeout, options)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the suite, streaming rows to ``--out`` and progress to stderr."""
+    from bnbver.driver import parse_options
+
+    parse_options(args.option)  # bad options fail here, before any instance runs
     path = Path(args.instances)
     instances = [i for i in read_instances(path) if args.filter in f"{i.name_onnx},{i.name_vnnlib}"]
     instances = instances[: args.limit] if args.limit else instances

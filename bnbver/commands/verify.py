@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from bnbver.driver import VerifierOptions, verify
+from bnbver.driver import VerifierOptions, parse_options, verify
 from bnbver.io.loaders import load_network, load_properties
 from bnbver.result import Result, Status, format_vnncomp
 
@@ -30,6 +30,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the bounds")
     parser.add_argument("--tighten", choices=["none", "lp", "milp"], default="none",
                         help="tighten the root's ReLU bounds by LP or MILP before branching")
+    parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                        help="any BabOptions/AttackOptions field, e.g. "
+                             "input_intermediate=crown (repeatable)")
     parser.add_argument("--record", default=None,
                         help="write the search tree as JSON lines (one line per node)")
 
@@ -47,11 +50,13 @@ def run(args: argparse.Namespace) -> int:
     start = time.monotonic()
     network = load_network(args.net)
     props = load_properties(args.prop, network)
-    options = VerifierOptions.from_kwargs(
+    kwargs = dict(
         timeout=max(args.timeout - (time.monotonic() - start), 0.1), seed=args.seed,
         branching=args.branching, split=args.split, jobs=args.jobs, device=args.device,
         tighten=args.tighten, record=args.record,
     )
+    kwargs.update(parse_options(args.option))  # --option NAME=VALUE wins
+    options = VerifierOptions.from_kwargs(**kwargs)
     result = verify(network, props, options, source_path=args.net)
     text = format_vnncomp(result)
     if args.out:
