@@ -110,3 +110,41 @@ def test_open_nodes_at_a_timeout_keep_the_bound(tmp_path: Path) -> None:
 
 def test_missing_record_is_an_error(tmp_path: Path) -> None:
     assert plot_tree.main([str(tmp_path / "none.jsonl")]) == 2
+
+
+def test_input_split_record_names_the_split_dimension(tmp_path: Path,
+                                                      examples_dir: Path) -> None:
+    """Siblings of an input-split run record the same dimension, one lower and one upper
+    half, although clipping may also have moved other sides of their boxes."""
+    from bnbver.io.loaders import load_network, load_properties
+
+    net = load_network(examples_dir / "acasxu/ACASXU_run2a_1_1_batch_2000.onnx")
+    props = load_properties(examples_dir / "acasxu/prop_1.vnnlib", net)
+    record = tmp_path / "tree.jsonl"
+    result = verify(net, props, timeout=60, record=str(record))
+    assert result.status is Status.HOLDS
+    rows = [json.loads(line) for line in record.read_text().splitlines()]
+    children: dict[int, list[list[object]]] = {}
+    for row in rows:
+        if row["parent"] >= 0:
+            children.setdefault(row["parent"], []).append(row["split"])
+    assert children, "the run branched"
+    for splits in children.values():
+        assert len(splits) == 2
+        assert {s[0] for s in splits} == {"input"} and splits[0][1] == splits[1][1]
+        assert sorted(str(s[2]) for s in splits) == ["lower", "upper"]
+
+
+def test_recorded_decision_is_the_stored_one_not_the_first_changed_side() -> None:
+    """A child split on dim 3 whose box clipping also shrank dim 0 is recorded as dim 3."""
+    import numpy as np
+
+    from bnbver.bab.node import Node
+    from bnbver.bab.record import branching_decision
+    from bnbver.splits import SplitSet
+
+    parent = Node(np.zeros(5), np.ones(5), SplitSet(), -1.0, 0)
+    upper = np.ones(5)
+    upper[0], upper[3] = 0.9, 0.5  # dim 0 clipped, dim 3 halved
+    child = Node(np.zeros(5), upper, SplitSet(), -0.5, 1, decision=["input", 3, "lower"])
+    assert branching_decision(child, parent) == ["input", 3, "lower"]

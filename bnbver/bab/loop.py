@@ -16,6 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -199,7 +200,16 @@ def _round(s: _Search) -> Result | None:
     children = s.bounder.bound_children(parents, decisions)
     s.stats.bound_calls += 1
     s.stats.add_time("bounds", time.monotonic() - t0)
-    return _prune(s, children, [p for p in parents for _ in (0, 1)])
+    made: list[list[object] | None] = [_decision(s, dec, side) for dec in decisions
+                                        for side in (0, 1)]
+    return _prune(s, children, [p for p in parents for _ in (0, 1)], made)
+
+
+def _decision(s: _Search, decision: Any, side: int) -> list[object]:
+    """Return the record form of child ``side`` (0: inactive / lower half) of a decision."""
+    if s.split_kind == "relu":
+        return ["relu", int(decision[0]), int(decision[1]), bool(side)]
+    return ["input", int(decision), "upper" if side else "lower"]
 
 
 def _attack_parents(s: _Search, parents: list[Node]) -> Result | None:
@@ -227,12 +237,13 @@ def _attack_parents(s: _Search, parents: list[Node]) -> Result | None:
     return Result(Status.VIOLATED, cex, stats=s.stats, message="found by PGD in an open box")
 
 
-def _prune(s: _Search, children: list[BoundedChild],
-           parents: list[Node | None]) -> Result | None:
+def _prune(s: _Search, children: list[BoundedChild], parents: list[Node | None],
+           decisions: list[list[object] | None] | None = None) -> Result | None:
     """Close proven children, check candidates, decide fully split leaves, push the rest."""
     suspicious = _unsafe_candidates(s, children)
-    for child, parent, suspect in zip(children, parents, suspicious, strict=True):
-        node = _as_node(s, child, parent)
+    made = decisions or [None] * len(children)
+    for child, parent, suspect, dec in zip(children, parents, suspicious, made, strict=True):
+        node = _as_node(s, child, parent, dec)
         s.stats.nodes += 1
         s.stats.max_depth = max(s.stats.max_depth, node.depth)
         if child.infeasible or child.lower_bound > SOUNDNESS_EPS:
@@ -260,10 +271,11 @@ def _prune(s: _Search, children: list[BoundedChild],
     return None
 
 
-def _as_node(s: _Search, child: BoundedChild, parent: Node | None) -> Node:
+def _as_node(s: _Search, child: BoundedChild, parent: Node | None,
+             decision: list[object] | None = None) -> Node:
     node = Node(child.lower, child.upper, child.splits, child.lower_bound,
                 0 if parent is None else parent.depth + 1, child.state, s.next_id,
-                -1 if parent is None else parent.node_id)
+                -1 if parent is None else parent.node_id, decision)
     s.next_id += 1
     return node
 

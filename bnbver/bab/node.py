@@ -36,6 +36,9 @@ class Node:
         state: bounds-engine payload for warm starts (opaque to the loop).
         node_id: unique id (for recording the tree).
         parent_id: id of the parent (-1 for the root).
+        decision: the branching decision that made it from its parent, as the search
+            tree record writes it (``["relu", layer, unit, active]`` or
+            ``["input", dim, "lower" | "upper"]``), None for the root.
     """
 
     lower: np.ndarray
@@ -46,6 +49,7 @@ class Node:
     state: Any = None
     node_id: int = 0
     parent_id: int = -1
+    decision: list[object] | None = None
 
 
 @dataclass

@@ -19,9 +19,16 @@ from bnbver.bab.node import Node
 
 
 def branching_decision(node: Node, parent: Node | None) -> list[object] | None:
-    """Return the decision that made ``node`` from ``parent`` (see the module docstring)."""
+    """Return the decision that made ``node`` from ``parent`` (see the module docstring).
+
+    The search stores it on the node; it is rebuilt from the splits and boxes only for
+    nodes made elsewhere (an input-split child's box may also be clipped, so the changed
+    sides alone do not tell which dimension was split).
+    """
     if parent is None:
         return None
+    if node.decision is not None:
+        return node.decision
     new = set(node.splits.splits) - set(parent.splits.splits)
     if new:
         s = min(new)
