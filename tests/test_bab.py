@@ -89,6 +89,23 @@ def test_small_subtrees_are_decided_by_milp(seed: int, offset: float) -> None:
         assert any(leaf.method == "milp" for leaf in result.certificate.leaves)
 
 
+@pytest.mark.parametrize("offset", [0.01, -0.01])
+@pytest.mark.parametrize("seed", [1, 2, 4, 5])
+def test_stalled_search_hands_the_worst_node_to_milp(seed: int, offset: float) -> None:
+    """With a stall declared after every round, the worst open node goes to the MILP;
+    the answers still match the oracle and, when it holds, a stall MILP closed a leaf."""
+    net, prop, violated = _instance(seed, 2, [3, 3], offset)
+    opts = BabOptions(split="relu", batch_size=1, root_method="ibp", child_method="ibp",
+                      milp_max_unstable=0, stall_rounds=1, stall_tol=1e9)
+    result = run_bab(net, prop, opts, deadline=time.monotonic() + 60)
+    assert result.status is (Status.VIOLATED if violated else Status.HOLDS)
+    if violated:
+        assert validate_counterexample(net, prop, result.counterexample.x) is not None
+    else:
+        assert result.stats.milp_calls > 0
+        assert any(leaf.method == "milp" for leaf in result.certificate.leaves)
+
+
 @pytest.mark.parametrize("offset", [0.02, -0.02])
 def test_root_lp_tightening_keeps_answers(offset: float) -> None:
     net, prop, violated = _instance(9, 2, [4, 4], offset)

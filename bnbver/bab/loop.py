@@ -67,6 +67,10 @@ class BabOptions:
             (``BoundsOptions.intermediate``): "forward-crown" (forward symbolic bounds, then
             CROWN on the neurons they leave unstable: as tight as "crown" and about half the
             ACAS Xu search time, results/README.md) or "crown", "forward", "inherit".
+        stall_rounds: with ReLU splits, when the global lower bound rose by less than
+            ``stall_tol`` (relative) over this many rounds, the worst open node is handed
+            to a big-M MILP with HiGHS for up to ``stall_milp_time`` seconds (the issue's
+            "MILP fallback on stagnating subtrees"); 0 disables.
         clip: with input splits, shrink each child's box to where the rows' linear bounds
             still allow a counterexample (``bnbver.bounds.clip``).
         attack_nodes: with input splits, each round runs a short PGD inside the boxes of
@@ -93,6 +97,9 @@ class BabOptions:
     record: str | None = None
     input_intermediate: str = "forward-crown"
     clip: bool = True
+    stall_rounds: int = 8
+    stall_tol: float = 0.01
+    stall_milp_time: float = 20.0
     attack_nodes: int = 64
     attack_share: float = 0.1
 
@@ -117,6 +124,8 @@ class _Search:
     max_open: int | None
     next_id: int = 0
     module: torch.nn.Module | None = None
+    stall_checked: int = 0
+    milp_tried: set[int] = field(default_factory=set)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
 
@@ -183,6 +192,9 @@ def _search(s: _Search) -> Result:
         if outcome is not None:
             return outcome
         _trace(s)
+        outcome = _on_stall(s)
+        if outcome is not None:
+            return outcome
     return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves)), stats=s.stats)
 
 
@@ -210,6 +222,37 @@ def _decision(s: _Search, decision: Any, side: int) -> list[object]:
     if s.split_kind == "relu":
         return ["relu", int(decision[0]), int(decision[1]), bool(side)]
     return ["input", int(decision), "upper" if side else "lower"]
+
+
+def _on_stall(s: _Search) -> Result | None:
+    """Hand the worst open node to a MILP when the global lower bound has stalled.
+
+    A node whose bound no split moves (deep in a ReLU tree, many neurons still free) can
+    hold the global bound for the rest of the run; the MILP decides it exactly, or leaves
+    it open (it is not tried twice).
+    """
+    n = s.options.stall_rounds
+    trace = s.stats.lower_bound_trace
+    if s.split_kind != "relu" or n <= 0 or len(trace) - s.stall_checked < n:
+        return None
+    old, new = trace[-n][1], trace[-1][1]
+    if not (np.isfinite(old) and np.isfinite(new)) or new - old > s.options.stall_tol * abs(old):
+        return None
+    s.stall_checked = len(trace)
+    worst = s.frontier.pop_batch(1)
+    if not worst:
+        return None
+    node = worst[0]
+    if node.node_id in s.milp_tried:
+        s.frontier.push(node)
+        return None
+    s.milp_tried.add(node.node_id)
+    closed, verdict = _decide_milp(s, node, None, s.options.stall_milp_time)
+    if verdict is not None:
+        return verdict
+    if not closed:
+        s.frontier.push(node)
+    return None
 
 
 def _attack_parents(s: _Search, parents: list[Node]) -> Result | None:
@@ -329,8 +372,8 @@ def _decide_leaf(s: _Search, node: Node, parent: Node | None) -> Result | None:
                   message="a fully split leaf was neither closed nor falsified by LP")
 
 
-def _decide_milp(s: _Search, node: Node,
-                 parent: Node | None) -> tuple[bool, Result | None]:
+def _decide_milp(s: _Search, node: Node, parent: Node | None,
+                 time_limit: float | None = None) -> tuple[bool, Result | None]:
     """Try to decide a small subtree by MILP.
 
     Returns:
@@ -341,7 +384,8 @@ def _decide_milp(s: _Search, node: Node,
     if left <= 0.5:
         return False, None
     t0 = time.monotonic()
-    verdict = s.bounder.decide_by_milp(node, min(s.options.milp_time, left))
+    limit = s.options.milp_time if time_limit is None else time_limit
+    verdict = s.bounder.decide_by_milp(node, min(limit, left))
     s.stats.milp_calls += 1
     s.stats.add_time("milp", time.monotonic() - t0)
     if verdict.status is Status.VIOLATED and verdict.counterexample is not None:
