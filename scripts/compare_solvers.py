@@ -17,7 +17,8 @@ float64 re-check is printed loudly and makes the exit code 1.
 
 Usage:
     python scripts/compare_solvers.py SUITE_DIR [SUITE_DIR ...] [--subset PATTERN ...]
-        [--limit N] [--timeout S] [--solvers bnbver,highs-bigm,...] [--out-dir DIR] [--smoke]
+        [--limit N] [--timeout S] [--solvers bnbver,highs-bigm,...] [--out-dir DIR]
+        [--shard I/N] [--smoke]
 """
 
 from __future__ import annotations
@@ -67,9 +68,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "(not part of the CSV key: use another --tag)")
     ap.add_argument("--record-dir", type=Path, default=None,
                     help="write bnbver's search tree of each instance to DIR/<name>.jsonl")
+    ap.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                    help="run only every N-th selected instance, starting at I (0-based): "
+                    "N processes with I = 0..N-1 share the work and the CSV")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny instances in a temp dir, a few seconds; writes nothing here")
     return ap.parse_args(argv)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``I/N`` (0 <= I < N) for ``--shard``."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"need 0 <= I < N, got {text!r}")
+    return i, n
 
 
 def recording_bnbver(record_dir: Path) -> Runner:
@@ -106,7 +121,8 @@ def instances(args: argparse.Namespace) -> list[InstanceRef]:
     refs: list[InstanceRef] = []
     for suite in args.suites:
         refs += select(suite, args.subset, args.limit)
-    return refs
+    i, n = args.shard
+    return refs[i::n]
 
 
 def run(args: argparse.Namespace) -> int:

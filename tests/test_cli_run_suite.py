@@ -81,3 +81,28 @@ def test_run_suite_passes_options_to_every_instance(tmp_path: Path, examples_dir
     code = main(["run-suite", str(suite), "--out", str(tmp_path / "bad.csv"),
                  "--option", "split=sideways"])
     assert code == 2 and "split" in capsys.readouterr().err
+
+
+def test_run_suite_resume_runs_only_the_missing_instances(
+        tmp_path: Path, examples_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A run cut after its first row goes on with the other two; the kept row is not re-run
+    (its planted seconds survive) and the summary counts all three."""
+    suite = _suite(tmp_path, examples_dir, "sat")
+    out = tmp_path / "results.csv"
+    assert main(["run-suite", str(suite), "--out", str(out), "--limit", "1"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    rows[0]["seconds"] = "12345.000"
+    with out.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    capsys.readouterr()
+    assert main(["run-suite", str(suite), "--out", str(out), "--resume"]) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(out.open()))
+    assert [r["result"] for r in rows] == ["unsat", "error", "sat"]
+    assert rows[0]["seconds"] == "12345.000"
+    assert "[2/2]" in captured.err and "error=1 sat=1 unsat=1" in captured.out
+    (tmp_path / "other.csv").write_text("a,b\n1,2\n")
+    code = main(["run-suite", str(suite), "--out", str(tmp_path / "other.csv"), "--resume"])
+    assert code == 2 and "other.csv" in capsys.readouterr().err

@@ -143,3 +143,14 @@ def test_unknown_solver_name_is_rejected() -> None:
         solvers.make_runner("cplex-bigm", BoundsCache())
     with pytest.raises(Exception, match="formulation"):
         solvers.make_runner("highs-nonsense", BoundsCache())
+
+
+def test_shards_split_the_instances_without_overlap(suite: Path) -> None:
+    full = compare_solvers.parse_args([str(suite)])
+    shards = [compare_solvers.instances(compare_solvers.parse_args([str(suite), "--shard", s]))
+              for s in ("0/2", "1/2")]
+    names = [[r.name for r in refs] for refs in shards]
+    assert sorted(names[0] + names[1]) == sorted(r.name for r in compare_solvers.instances(full))
+    assert not set(names[0]) & set(names[1])
+    with pytest.raises(SystemExit):
+        compare_solvers.parse_args([str(suite), "--shard", "2/2"])

@@ -3,7 +3,8 @@
 Rows are flushed as instances finish (``instance`` = onnx and vnnlib paths, ``result``,
 ``seconds``, ``nodes``, plus ``expected`` and ``correct`` when an expected.csv sits next to the
 instances file). One bad instance (a file that does not load, an internal error) becomes an
-``error`` row; the suite never stops on it.
+``error`` row; the suite never stops on it. ``--resume`` keeps the rows already in ``--out``
+and runs only the instances that have none (a long run cut short goes on where it stopped).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-timeout", type=float, default=None, help="cap every timeout")
     parser.add_argument("--filter", default="", help="only instances whose paths contain this")
     parser.add_argument("--limit", type=int, default=None, help="run at most this many")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the rows already in --out; run only instances without one")
     parser.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
                         help="any BabOptions/AttackOptions field for every instance, e.g. "
                              "input_intermediate=crown (repeatable)")
@@ -131,21 +134,53 @@ def run(args: argparse.Namespace) -> int:
     instances = [i for i in read_instances(path) if args.filter in f"{i.name_onnx},{i.name_vnnlib}"]
     instances = instances[: args.limit] if args.limit else instances
     expected = read_expected(path.parent / "expected.csv")
+    out = Path(args.out)
+    kept = _kept_rows(out) if args.resume else []
+    done_keys = {(r["onnx"], r["vnnlib"]) for r in kept}
+    todo = [i for i in instances if (i.name_onnx, i.name_vnnlib) not in done_keys]
     counts: dict[str, int] = {}
-    with Path(args.out).open("w", newline="") as f:
+    for row in kept:
+        _count(counts, row)
+    if kept:
+        print(f"resuming: {len(kept)} rows kept in {out}, {len(todo)} instances to run",
+              file=sys.stderr)
+    with out.open("a" if kept else "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        for done, row in enumerate(_run_all(instances, args), start=1):
-            exp = expected.get((row["onnx"], row["vnnlib"]), "")
-            row["expected"] = exp
-            decided = row["result"] in ("sat", "unsat")
-            wrong = exp in ("sat", "unsat") and decided and exp != row["result"]
-            row["correct"] = "" if not exp else ("WRONG" if wrong else "ok")
+        if not kept:
+            writer.writeheader()
+        for done, row in enumerate(_run_all(todo, args), start=1):
+            row["expected"] = expected.get((row["onnx"], row["vnnlib"]), "")
+            wrong = _count(counts, row)
             writer.writerow(row)
             f.flush()
-            counts[row["result"]] = counts.get(row["result"], 0) + 1
-            counts["WRONG"] = counts.get("WRONG", 0) + int(wrong)
-            print(f"[{done}/{len(instances)}] {row['onnx']} {row['vnnlib']}: {row['result']} "
+            print(f"[{done}/{len(todo)}] {row['onnx']} {row['vnnlib']}: {row['result']} "
                   f"{row['seconds']}s{'  WRONG' if wrong else ''}", file=sys.stderr, flush=True)
     print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return 1 if counts.get("WRONG") else 0
+
+
+def _kept_rows(out: Path) -> list[dict[str, str]]:
+    """Return the rows of an earlier ``--out`` file ([] when there is none or it is empty).
+
+    Raises:
+        InputError: the file exists but has other columns (it is not a run-suite CSV).
+    """
+    if not out.exists() or out.stat().st_size == 0:
+        return []
+    with out.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != FIELDS:
+            raise InputError(str(out), f"--resume: expected the columns {','.join(FIELDS)}, "
+                             f"found {','.join(reader.fieldnames or [])}")
+        return list(reader)
+
+
+def _count(counts: dict[str, int], row: dict[str, str]) -> bool:
+    """Set ``row["correct"]`` from its expected answer, tally it; return True if wrong."""
+    exp = row["expected"]
+    decided = row["result"] in ("sat", "unsat")
+    wrong = exp in ("sat", "unsat") and decided and exp != row["result"]
+    row["correct"] = "" if not exp else ("WRONG" if wrong else "ok")
+    counts[row["result"]] = counts.get(row["result"], 0) + 1
+    counts["WRONG"] = counts.get("WRONG", 0) + int(wrong)
+    return wrong
