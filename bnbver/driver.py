@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from bnbver.attack import AttackOptions, falsify
 from bnbver.errors import BnbverError, InputError
@@ -196,7 +197,7 @@ def _verify_all(network: Network, props: list[Property], options: VerifierOption
                 deadline: float, stats: Stats) -> Result:
     """Falsify every property first (cheap), then prove them one by one."""
     t0 = time.monotonic()
-    module = network.to_torch()
+    module = network.to_torch(torch.float32)  # candidates are re-checked in float64
     for i, prop in enumerate(props):
         cex = falsify(network, prop, options.attack, seed=options.seed, deadline=deadline,
                       module=module)
