@@ -68,3 +68,27 @@ def test_pick_input_skips_degenerate_sides() -> None:
                         torch.ones(2))
     assert pick_input(ctx, [torch.tensor([[5.0, 1.0]])]) == [1]
     assert np.isfinite(1.0)
+
+
+def test_gradient_smear_splits_the_v_shaped_dimension_that_smear_misses() -> None:
+    """y = 3 |x1| + 0.5 x0 on [-1, 1]^2, unsafe y <= -0.4 (reached near x = (-1, 0)).
+
+    Along x1 the linear bound's coefficient is a flat secant (0), so smear splits x0 (the
+    coefficient 0.5); the gradient interval of x1 is [-3, 3], so gradient-smear splits x1.
+    """
+    from bnbver.bab.bounding import NodeBounder
+    from bnbver.bab.branching import choose_branches
+    from bnbver.bab.node import Node
+    from bnbver.network import Dense, Network, ReLU
+    from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
+    from bnbver.splits import SplitSet
+
+    net = Network((Dense([[0.0, 1.0], [0.0, -1.0], [1.0, 0.0]], [0.0, 0.0, 2.0]), ReLU(3),
+                   Dense([[3.0, 3.0, 0.5]], [-1.0])), (2,))
+    prop = Property(InputBox(-np.ones(2), np.ones(2)), UnsafeSet((HalfSpaces([[1.0]], [-0.4]),)))
+    bounder = NodeBounder(net, prop, BabOptions(split="input", root_method="crown"), "input")
+    root = bounder.bound_root(prop.box.lower, prop.box.upper, SplitSet())
+    assert root.lower_bound < 0 and not root.infeasible
+    node = Node(root.lower, root.upper, root.splits, root.lower_bound, 0, root.state)
+    assert choose_branches(bounder, [node], "input", "smear") == [0]
+    assert choose_branches(bounder, [node], "input", "gradient-smear") == [1]

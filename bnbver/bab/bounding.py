@@ -35,6 +35,7 @@ from bnbver.bounds import (
     prepare,
 )
 from bnbver.bounds.clip import clip_boxes
+from bnbver.bounds.gradient import gradient_bounds, supports_gradient
 from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import solve_fixed_node
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
@@ -406,7 +407,22 @@ class NodeBounder:
             torch.cat([c[k] for c in lams], 0)
             for k in range(len(self.net.relu_sizes)))
         return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
-                             relu_coeffs, biases, input_coeffs, evaluate, self.generator)
+                             relu_coeffs, biases, input_coeffs, evaluate, self.generator,
+                             self._gradient(state, masks))
+
+    def _gradient(self, state: NodeState, masks: tuple[torch.Tensor, ...]
+                  ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]] | None:
+        """Return the worst rows' gradient-interval closure (None for conv/pool nets)."""
+        if not supports_gradient(self.net):
+            return None
+
+        def gradient() -> tuple[torch.Tensor, torch.Tensor]:
+            b = len(masks[0]) if masks else state.pre_lower[0].shape[0]
+            rows = (state.row_lower.argmin(dim=1) if state.row_lower is not None
+                    else torch.zeros(b, dtype=torch.long, device=self.device))
+            return gradient_bounds(self.net, rows, state.pre_lower, state.pre_upper, masks)
+
+        return gradient
 
     def _lookahead(self, parents: list[Node], state: NodeState,
                    masks: tuple[torch.Tensor, ...], lo: torch.Tensor, up: torch.Tensor
