@@ -37,6 +37,7 @@ from bnbver.apps.optimize import (
     Terms,
     solve_problem,
 )
+from bnbver.bounds.adam import Adam
 from bnbver.errors import InputError
 from bnbver.lp.relaxation import ColumnMap, ModelBuilder
 from bnbver.network import Network
@@ -179,14 +180,13 @@ def attack_points(
     others = [j for j in range(network.num_outputs) if j != problem.target]
     for start in starts:
         x = torch.tensor(start, requires_grad=True)
-        opt = torch.optim.Adam([x], lr=0.01)
+        opt = Adam([([x], 0.01)])  # not torch.optim: it imports torch._dynamo (2 s)
         lam = 0.1
         for _ in range(steps):
             y = model(x[None, :])[0]
             viol = torch.relu(problem.margin * y[others] - y[problem.target] + 0.05).sum()
             dist = (x - x0).abs().sum() if problem.norm == "l1" else (x - x0).abs().max()
             loss = viol + lam * dist
-            opt.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             opt.step()
             with torch.no_grad():

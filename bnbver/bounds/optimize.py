@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bnbver.bounds.adam import Adam
 from bnbver.bounds.linear import Relax, ReluRelax, backward, concretize
 from bnbver.bounds.prepared import BoundedNetwork
 from bnbver.bounds.types import BoundsOptions
@@ -99,12 +100,11 @@ def optimize(net: BoundedNetwork, start: int, a0: Tensor, b0: Tensor, lo: Tensor
     alpha = [t.detach().clone().requires_grad_(True) for t in alpha0]
     beta = None if beta0 is None else [
         None if t is None else t.detach().clone().requires_grad_(True) for t in beta0]
-    groups = [{"params": alpha, "lr": options.lr_alpha}]
     betas = [t for t in beta or [] if t is not None]
+    groups: list[tuple[Sequence[Tensor], float]] = [(alpha, options.lr_alpha)]
     if betas:
-        groups.append({"params": betas, "lr": options.lr_beta})
-    opt = torch.optim.Adam(groups)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, options.lr_decay)
+        groups.append((betas, options.lr_beta))
+    opt = Adam(groups, decay=options.lr_decay)
     best: Tensor | None = None
     best_alpha: list[Tensor] = []
     best_beta: list[Tensor | None] = []
@@ -129,20 +129,17 @@ def optimize(net: BoundedNetwork, start: int, a0: Tensor, b0: Tensor, lo: Tensor
                              for t, o in zip(beta or [], best_beta, strict=True)]
         if it == options.iterations or bool((best > 0).all()) or not lb.requires_grad:
             break
-        _step(opt, sched, lb, alpha, betas)
+        _step(opt, lb, alpha, betas)
     assert best is not None
     return Optimized(best, tuple(best_alpha), None if beta is None else tuple(best_beta),
                      coeffs)
 
 
-def _step(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler, lb: Tensor,
-          alpha: Sequence[Tensor], betas: Sequence[Tensor]) -> None:
+def _step(opt: Adam, lb: Tensor, alpha: Sequence[Tensor], betas: Sequence[Tensor]) -> None:
     """Take one Adam step on ``-sum lb`` and project alpha to [0, 1] and beta to >= 0."""
-    opt.zero_grad(set_to_none=True)
     with torch.enable_grad():
         torch.autograd.backward(-lb.sum())
     opt.step()
-    sched.step()
     with torch.no_grad():
         for t in alpha:
             t.clamp_(0.0, 1.0)
