@@ -1,7 +1,8 @@
-"""Known answers on real benchmark instances (slow: run with ``-m slow``).
+"""Known answers on real benchmark instances.
 
-The bundled examples always run; the sample of the full VNN-COMP suites needs ../shared and
-is skipped (with the reason) in a clone without it.
+The bundled examples run in the default test run (about 2 s in all); the sample of the full
+VNN-COMP suites is marked slow (``-m slow``), needs ../shared and is skipped (with the reason)
+in a clone without it.
 """
 
 from __future__ import annotations
@@ -36,7 +37,6 @@ def _check(folder: Path, onnx: str, vnnlib: str, timeout: float, expected: str,
     assert answer == expected, f"{onnx} {vnnlib}: {answer} ({result.message})"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("onnx", "vnnlib", "timeout", "expected"), _rows(EXAMPLES))
 def test_bundled_instance_known_answer(onnx: str, vnnlib: str, timeout: float,
                                        expected: str) -> None:
