@@ -408,18 +408,17 @@ class NodeBounder:
             for k in range(len(self.net.relu_sizes)))
         return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
                              relu_coeffs, biases, input_coeffs, evaluate, self.generator,
-                             self._gradient(state, masks))
+                             self._gradient(state, masks, len(parents)))
 
-    def _gradient(self, state: NodeState, masks: tuple[torch.Tensor, ...]
+    def _gradient(self, state: NodeState, masks: tuple[torch.Tensor, ...], batch: int
                   ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]] | None:
         """Return the worst rows' gradient-interval closure (None for conv/pool nets)."""
         if not supports_gradient(self.net):
             return None
 
         def gradient() -> tuple[torch.Tensor, torch.Tensor]:
-            b = len(masks[0]) if masks else state.pre_lower[0].shape[0]
             rows = (state.row_lower.argmin(dim=1) if state.row_lower is not None
-                    else torch.zeros(b, dtype=torch.long, device=self.device))
+                    else torch.zeros(batch, dtype=torch.long, device=self.device))
             return gradient_bounds(self.net, rows, state.pre_lower, state.pre_upper, masks)
 
         return gradient
