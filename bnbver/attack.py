@@ -41,14 +41,10 @@ class AttackOptions:
     step_fraction: float = 0.25
 
 
-def unsafe_margin(y: torch.Tensor, prop: Property) -> torch.Tensor:
-    """Return m(y) = min_k max_i (C_k y - d_k)_i for y of shape (B, m) -> (B,)."""
-    return margin_fn(prop, y.dtype, y.device)(y)
-
-
 def margin_fn(prop: Property, dtype: torch.dtype,
               device: torch.device | str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
-    """Return :func:`unsafe_margin` for ``prop`` with its C, d tensors built once."""
+    """Return the unsafe margin ``y -> m(y) = min_k max_i (C_k y - d_k)_i``, (B, m) -> (B,),
+    for ``prop``, with its C, d tensors built once."""
     terms = [(torch.tensor(h.C, dtype=dtype, device=device).T,
               torch.tensor(h.d, dtype=dtype, device=device)) for h in prop.unsafe.disjuncts]
 
