@@ -125,7 +125,7 @@ def check_sound(network: Network, C: np.ndarray, d: np.ndarray, nodes: list[Node
     """Assert the bounds of every node hold on its feasible samples; return the sample count."""
     total = 0
     for b, node in enumerate(nodes):
-        cand = res.candidates[b].double().numpy()
+        cand = res.candidates[b].double().cpu().numpy()
         assert np.all(cand >= node.lo) and np.all(cand <= node.hi)
         x = feasible_samples(network, node.lo, node.hi, node.masks, node.x0, seed + b)
         x = np.concatenate([x, feasible_samples(network, cand, cand, node.masks, None, 0, 1)])
@@ -134,11 +134,11 @@ def check_sound(network: Network, C: np.ndarray, d: np.ndarray, nodes: list[Node
             continue
         y, pre = network.forward_with_preactivations(x)
         margins = y @ C.T - d
-        rows = res.row_lower[b].double().numpy()
+        rows = res.row_lower[b].double().cpu().numpy()
         assert np.all(margins >= rows - SAMPLE_TOL), (margins.min(0), rows)
         for k, p in enumerate(pre):
-            assert np.all(p >= res.pre_lower[k][b].double().numpy() - SAMPLE_TOL)
-            assert np.all(p <= res.pre_upper[k][b].double().numpy() + SAMPLE_TOL)
+            assert np.all(p >= res.pre_lower[k][b].double().cpu().numpy() - SAMPLE_TOL)
+            assert np.all(p <= res.pre_upper[k][b].double().cpu().numpy() + SAMPLE_TOL)
         total += x.shape[0]
     return total
 

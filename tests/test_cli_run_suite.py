@@ -4,6 +4,7 @@ the VNN-COMP scripts write a result file."""
 from __future__ import annotations
 
 import csv
+import os
 import shutil
 import subprocess
 import sys
@@ -56,6 +57,8 @@ def test_vnncomp_run_instance_script(tmp_path: Path, examples_dir: Path) -> None
     net = examples_dir / "mnist_fc/mnist-net_256x2.onnx"
     prop = examples_dir / "mnist_fc/prop_0_0.05.vnnlib"
     env = {"BNBVER_PYTHON": sys.executable, "PATH": "/usr/bin:/bin", "BNBVER_NO_PKILL": "1"}
+    if "PYTHONPATH" in os.environ:  # an uninstalled checkout (e.g. the GPU machine)
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     prep = subprocess.run(["bash", str(REPO / "vnncomp/prepare_instance.sh"), "v1", "mnist_fc",
                            str(net), str(prop)], env=env, capture_output=True, check=False)
     assert prep.returncode == 0, prep.stderr

@@ -19,6 +19,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 #: opset with GreaterOrEqual (12) and double Gemm
 OPSET = 13
+#: Pinned, like ``onnx_export.IR_VERSION``: the installed onnx's default IR version can be
+#: newer than the onnxruntime beside it reads (onnx 1.23 writes 14; onnxruntime 1.30 reads 13).
+IR_VERSION = 8
 
 
 def _activation_nodes(z: str, out: str, activation: str, tag: str) -> list[onnx.NodeProto]:
@@ -75,6 +78,7 @@ def bdnn_to_onnx(weights: Sequence[np.ndarray], biases: Sequence[np.ndarray],
         initializer=consts)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="bnbver-bdnn")
+    model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
     return model
 
