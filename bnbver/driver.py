@@ -146,10 +146,15 @@ def validate_bab_options(bab: Any) -> None:
     if bab.input_intermediate not in modes:
         raise InputError("input_intermediate",
                          f"must be one of {modes}, got {bab.input_intermediate!r}")
+    if bab.relu_intermediate not in ("inherit", "crown"):
+        raise InputError("relu_intermediate",
+                         f"must be inherit or crown, got {bab.relu_intermediate!r}")
     if bab.stall_rounds < 0 or not bab.stall_milp_time > 0 or bab.stall_tol < 0:
         raise InputError("stall_rounds/stall_tol/stall_milp_time",
                          f"need stall_rounds >= 0, stall_tol >= 0 and stall_milp_time > 0, "
                          f"got {bab.stall_rounds}, {bab.stall_tol}, {bab.stall_milp_time}")
+    if not 0 <= bab.stall_share <= 1:
+        raise InputError("stall_share", f"must be in [0, 1], got {bab.stall_share}")
     if bab.attack_nodes < 0 or not 0 <= bab.attack_share <= 1:
         raise InputError("attack_nodes/attack_share",
                          f"need attack_nodes >= 0 and 0 <= attack_share <= 1, got "

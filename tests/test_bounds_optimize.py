@@ -157,3 +157,31 @@ def test_optimized_intermediate_bounds_are_tighter_and_sound() -> None:
         assert bool((ol >= cl - 1e-12).all()) and bool((ou <= cu + 1e-12).all())
     node = Node(lo, hi, [np.zeros(n, np.int8) for n in net_ir.relu_sizes], None)
     check_sound(net_ir, C, d, [node], opt, 8)
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), depth=st.integers(1, 3), side=st.sampled_from([-1, 1]))
+def test_seeded_beta_starts_a_child_at_its_parents_bound(seed: int, depth: int,
+                                                         side: int) -> None:
+    """Splitting a neuron of the last ReLU layer changes no other relaxation, so with the
+    seeded multipliers the child's first iterate (no optimisation) reproduces the parent's
+    alpha bound, row by row; the seeded start is also sound."""
+    net_ir = dense_net(seed, 4, 10, depth, 3)
+    C, d = random_spec(seed, 3, 3)
+    net = prepare(net_ir, C, d)
+    parent = nodes_in_box(net_ir, seed, 1, 0, width=0.8)[0]
+    res = bound_batch(net, make_batch([parent]), ALPHA)
+    last = len(net_ir.relu_sizes) - 1
+    lo, hi = res.pre_lower[last][0], res.pre_upper[last][0]
+    unstable = ((lo < 0) & (hi > 0)).nonzero().flatten()
+    if not unstable.numel():
+        return
+    masks = [m.copy() for m in parent.masks]
+    masks[last][int(unstable[0])] = side
+    child = Node(parent.lo, parent.hi, masks, None)
+    s = res.state
+    warm = NodeState(s.lower, s.upper, s.relu_slots, None, s.alpha, None)
+    first = bound_batch(net, make_batch([child], warm),
+                        BoundsOptions(method="beta", iterations=0))
+    assert bool((first.row_lower >= res.row_lower - 1e-9).all())
+    check_sound(net_ir, C, d, [child], first, seed)

@@ -214,9 +214,10 @@ class NodeBounder:
                 method="crown", device=device, dtype=dtype, row_linear=self.clip,
                 intermediate=getattr(options, "input_intermediate", "forward-crown"))
         else:
-            self.child_opts = BoundsOptions(method=child_method, iterations=iterations,
-                                            device=device, dtype=dtype,
-                                            relu_coeffs=wants_coeffs, row_linear=self.clip)
+            self.child_opts = BoundsOptions(
+                method=child_method, iterations=iterations, device=device, dtype=dtype,
+                relu_coeffs=wants_coeffs, row_linear=self.clip,
+                intermediate=getattr(options, "relu_intermediate", "inherit"))
         self.cheap_opts = replace(self.child_opts, method="crown", relu_coeffs=False)
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device

@@ -97,6 +97,9 @@ def optimize(net: BoundedNetwork, start: int, a0: Tensor, b0: Tensor, lo: Tensor
     Returns:
         The best bounds and parameters.
     """
+    if beta0 is not None and options.seed_beta:
+        beta0 = list(beta0)
+        backward(net, start, a0, b0, relax, alpha0, beta0, seed_beta=True)
     alpha = [t.detach().clone().requires_grad_(True) for t in alpha0]
     beta = None if beta0 is None else [
         None if t is None else t.detach().clone().requires_grad_(True) for t in beta0]

@@ -74,6 +74,9 @@ class BoundsOptions:
             final bound of each node's worst row (one extra backward pass; for BaBSR).
         row_linear: also return each row's final linear lower bound ``(A, c)`` in terms of
             the input (input-domain clipping, ``bnbver.bounds.clip``).
+        seed_beta: start beta-CROWN's zero multipliers of split neurons where the unsplit
+            relaxation of the neuron puts them (``bnbver.bounds.linear.seeded_beta``), so a
+            child starts at its parent's bound instead of below it.
         device: torch device of the prepared network and every returned tensor.
         dtype: floating dtype; None means float64 on the CPU and float32 elsewhere.
     """
@@ -87,6 +90,7 @@ class BoundsOptions:
     optimize_intermediate: bool = False
     relu_coeffs: bool = False
     row_linear: bool = False
+    seed_beta: bool = True
     device: str = "cpu"
     dtype: torch.dtype | None = None
 
