@@ -86,6 +86,10 @@ class AdversarialProblem:
         """Return the incumbent distance: a better x has ``|x_i - x0_i| < incumbent``."""
         return incumbent
 
+    def radius_norm(self) -> str:
+        """Return the problem's norm: a better x is within the incumbent distance in it."""
+        return self.norm
+
     def evaluate(self, network: Network, x: np.ndarray) -> float | None:
         """Return the distance of x when it is in the box and reaches the target, else None."""
         if not self.box.contains(x):

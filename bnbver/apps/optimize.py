@@ -57,7 +57,7 @@ import numpy as np
 
 from bnbver.errors import InputError
 from bnbver.lp.highs import HighsOptions, solve
-from bnbver.lp.intervals import interval_bounds
+from bnbver.lp.intervals import first_affine, interval_bounds, l1_ball_interval
 from bnbver.lp.model import LinearProgram, LpSolution, LpStatus
 from bnbver.lp.relaxation import (
     ColumnMap,
@@ -121,6 +121,10 @@ class Problem(Protocol):
 
     def centre(self) -> np.ndarray | None:
         """Return the centre that :meth:`radius` refers to (None: no radius)."""
+        ...
+
+    def radius_norm(self) -> str:
+        """Return the norm :meth:`radius` is measured in: ``l1`` or ``linf``."""
         ...
 
 
@@ -359,6 +363,8 @@ class _Search:
         self.per_node = options.tighten != "none"
         self.tri_rows = np.concatenate([r.row_tri[r.reserved] for r in self.columns.relus]
                                        or [np.zeros(0, np.int64)])
+        self.first = first_affine(network) if problem.radius_norm() == "l1" else None
+        self.ball: tuple[float, Bounds] | None = None
 
     def offer(self, x: np.ndarray) -> None:
         """Check x (and its pattern LP's optimum) as incumbents."""
@@ -388,6 +394,26 @@ class _Search:
         r = self.problem.radius(self.best_v, self.columns, self.col_upper)
         return np.maximum(lo, centre - r), np.minimum(hi, centre + r)
 
+    def ball_bounds(self, lo: np.ndarray, hi: np.ndarray) -> Bounds:
+        """Return the root bounds with the first ReLU layer's cut to the incumbent's L1 ball.
+
+        With an L1 radius r (every better point has ``||x - centre||_1 <= r``), the first
+        layer's pre-activations range over the box cut to that ball
+        (:func:`~bnbver.lp.intervals.l1_ball_interval`), far less than over the box when
+        r is a few pixels' worth: on MNIST the whole box is ``[0, 1]^784``. Recomputed only
+        when the incumbent improves.
+        """
+        centre = self.problem.centre()
+        if self.first is None or centre is None or not np.isfinite(self.best_v):
+            return self.bounds
+        if self.ball is None or self.ball[0] != self.best_v:
+            r = self.problem.radius(self.best_v, self.columns, self.col_upper)
+            b_lo, b_hi = l1_ball_interval(*self.first, lo, hi, np.clip(centre, lo, hi), r)
+            lows, ups = list(self.bounds[0]), list(self.bounds[1])
+            lows[0], ups[0] = np.maximum(lows[0], b_lo), np.minimum(ups[0], b_hi)
+            self.ball = (self.best_v, (lows, ups))
+        return self.ball[1]
+
     def node_bounds(self, node: _Node) -> tuple[np.ndarray, np.ndarray, Bounds] | None:
         """Return the node's input box and pre-activation bounds, or None when it is empty."""
         lo, hi = self.node_box()
@@ -395,7 +421,8 @@ class _Search:
             return None
         if not self.per_node:
             return lo, hi, self.bounds
-        pl, ph, _ = interval_bounds(self.network, lo, hi, self.bounds, list(node.masks))
+        given = self.ball_bounds(lo, hi)
+        pl, ph, _ = interval_bounds(self.network, lo, hi, given, list(node.masks))
         if any(bool(np.any(a > b)) for a, b in zip(pl, ph, strict=True)):
             return None
         return lo, hi, (pl, ph)

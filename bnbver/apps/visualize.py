@@ -82,6 +82,10 @@ class UnitProblem:
         z_max = float(col_upper[self._unit_col(columns)])
         return max((incumbent + z_max) / self.weight, 0.0)
 
+    def radius_norm(self) -> str:
+        """Return ``l1``: the radius bounds the penalised L1 distance."""
+        return "l1"
+
     def evaluate(self, network: Network, x: np.ndarray) -> float | None:
         """Return ``-z(x) + w ||x - x0||_1`` for x in the box (every such x is feasible)."""
         if not self.box.contains(x):
