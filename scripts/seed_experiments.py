@@ -9,15 +9,18 @@ and a run counts as solved only with status ``optimal`` (gap <= 1e-4 relative).
 Usage:
     python scripts/seed_experiments.py [DATA_DIR] [--images 4] [--timeout 15]
         [--nets mnist_fc8x3,...] [--methods bab,milp:bigm,...] [--out-name tables.md]
+        [--first 0] [--no-visualize]
     python scripts/seed_experiments.py --smoke     # one image, tiny net, prints only
 
-``--nets`` and ``--methods`` keep a slice of the plan (network file stems; method names as
-in the tables, any tightening); the tables go to ``results/seeds/<out-name>``.
+``--nets``, ``--methods`` and ``--tighten`` keep a slice of the plan (network file stems;
+method names and tightening modes as in the tables), ``--first`` shifts the images so
+shards can run side by side; the tables go to ``results/seeds/<out-name>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import statistics
 import sys
 import time
@@ -42,24 +45,26 @@ from bnbver.io.loaders import load_network  # noqa: E402
 
 SEEDS = REPO / "examples" / "seed_nets"
 #: (network file, images, [(method, tighten), ...]); images is a cap on --images
+ALL_RUNS = [("bab", "none"), ("bab", "lp"), ("milp:bigm", "none"), ("milp:bigm", "lp"),
+            ("milp:partition:2", "none"), ("milp:extended", "none")]
 PLAN = [
-    (SEEDS / "mnist_fc8x3.onnx", 99, [("bab", "none"), ("bab", "lp"), ("milp:bigm", "none"),
-                                      ("milp:bigm", "lp"), ("milp:partition:2", "none"),
-                                      ("milp:extended", "none")]),
-    (SEEDS / "mnist_fc20x3.onnx", 3, [("bab", "none"), ("bab", "lp"), ("milp:bigm", "none"),
-                                      ("milp:bigm", "lp")]),
-    (SEEDS / "mnist_pool.onnx", 2, [("bab", "none"), ("milp:bigm", "none")]),
-    ("mnist_fc/onnx/mnist-net_256x2.onnx", 1, [("bab", "none"), ("milp:bigm", "none")]),
+    (SEEDS / "mnist_fc8x3.onnx", 99, ALL_RUNS),
+    (SEEDS / "mnist_fc20x3.onnx", 99, ALL_RUNS),
+    (SEEDS / "mnist_fc40x3.onnx", 99, ALL_RUNS),
+    (SEEDS / "mnist_pool.onnx", 99, ALL_RUNS[:4]),
+    ("mnist_fc/onnx/mnist-net_256x2.onnx", 99, ALL_RUNS[:4]),
 ]
 UNITS = [(2, 0), (2, 1), (2, 2), (2, 3)]
 
 
 def adversarial_rows(net_path: Path, xs: np.ndarray, labels: np.ndarray,
-                     runs: list[tuple[str, str]], timeout: float) -> list[dict[str, object]]:
-    """Run every (method, tighten) on every image; return one row per run."""
+                     runs: list[tuple[str, str]], timeout: float,
+                     first: int = 0) -> list[dict[str, object]]:
+    """Run every (method, tighten) on every image; return one row per run (images are
+    numbered from ``first``: their index among the held-out images)."""
     net = load_network(net_path)
     rows = []
-    for i, (x, label) in enumerate(zip(xs, labels, strict=True)):
+    for i, (x, label) in enumerate(zip(xs, labels, strict=True), start=first):
         target = int((label + 5) % 10)
         for method, tighten in runs:
             opts = OptimizeOptions(time_limit=timeout, tighten=tighten)
@@ -73,6 +78,26 @@ def adversarial_rows(net_path: Path, xs: np.ndarray, labels: np.ndarray,
                   flush=True)
             rows.append(row)
     return rows
+
+
+ROW_FIELDS = ["net", "image", "method", "tighten", "status", "l1", "bound", "seconds",
+              "unstable"]
+
+
+def write_rows(rows: list[dict[str, object]], path: Path) -> None:
+    """Write the runs' rows (without the result objects) as CSV, for ``--merge``."""
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, ROW_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+def read_rows(path: Path) -> list[dict[str, object]]:
+    """Read rows written by :func:`write_rows` back, numbers as numbers."""
+    with path.open() as f:
+        return [{**r, "image": int(r["image"]), "l1": float(r["l1"]), "bound": float(r["bound"]),
+                 "seconds": float(r["seconds"]), "unstable": int(r["unstable"])}
+                for r in csv.DictReader(f)]
 
 
 def summary(rows: list[dict[str, object]]) -> list[str]:
@@ -160,6 +185,14 @@ def main() -> int:
     parser.add_argument("--nets", default="", help="comma-separated network stems (default all)")
     parser.add_argument("--methods", default="", help="comma-separated methods (default all)")
     parser.add_argument("--out-name", default="tables.md", help="file name of the tables")
+    parser.add_argument("--tighten", default="",
+                        help="comma-separated tightening modes to keep (default all)")
+    parser.add_argument("--first", type=int, default=0,
+                        help="first held-out image (shards of one plan run side by side)")
+    parser.add_argument("--no-visualize", action="store_true",
+                        help="skip the feature visualisations (e.g. in all but one shard)")
+    parser.add_argument("--merge", default="",
+                        help="comma-separated row CSVs of earlier shards: write their tables")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -175,11 +208,20 @@ def main() -> int:
     t0 = time.monotonic()
     out = REPO / "results" / "seeds"
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        merged = [r for f in args.merge.split(",") for r in read_rows(Path(f))]
+        text = ["## Minimal L1 adversarial examples (margin 1.2)", "", *summary(merged), "",
+                *agreement(merged), "", *per_image(merged)]
+        (out / args.out_name).write_text("\n".join(text) + "\n")
+        print("\n".join(text))
+        return 0
     rows: list[dict[str, object]] = []
+    a = args.first
     for p, n, runs in selected_plan(data, args):
-        rows += adversarial_rows(p, xs[:n], ys[:n], runs, args.timeout)
+        rows += adversarial_rows(p, xs[a:a + n], ys[a:a + n], runs, args.timeout, a)
+    write_rows(rows, (out / args.out_name).with_suffix(".csv"))
     _adversarial_grid(rows, out)
-    vis = visualize_grid(PLAN[0][0], args.timeout, out)
+    vis = [] if args.no_visualize else visualize_grid(PLAN[0][0], args.timeout, out)
     text = ["## Minimal L1 adversarial examples (margin 1.2)", "", *summary(rows), "",
             *agreement(rows), "", *per_image(rows),
             "## Feature visualisation (mnist_fc8x3, layer 2)", "", *vis,
@@ -191,13 +233,16 @@ def main() -> int:
 
 def selected_plan(data: Path, args: argparse.Namespace
                   ) -> list[tuple[Path, int, list[tuple[str, str]]]]:
-    """Return (network path, images, runs) of the PLAN entries that --nets/--methods keep."""
+    """Return (network path, images, runs) of the PLAN entries that --nets/--methods/--tighten
+    keep."""
     nets = {n for n in args.nets.split(",") if n}
     methods = {m for m in args.methods.split(",") if m}
+    tightens = {t for t in getattr(args, "tighten", "").split(",") if t}
     out = []
     for path, cap, runs in PLAN:
         p = path if isinstance(path, Path) else data / path
-        kept = [r for r in runs if not methods or r[0] in methods]
+        kept = [r for r in runs if (not methods or r[0] in methods)
+                and (not tightens or r[1] in tightens)]
         if (not nets or p.stem in nets) and kept:
             out.append((p, min(cap, args.images), kept))
     return out

@@ -12,8 +12,9 @@ sys.path.insert(0, str(REPO / "scripts"))
 import seed_experiments as se  # noqa: E402
 
 
-def _args(nets: str = "", methods: str = "", images: int = 20) -> argparse.Namespace:
-    return argparse.Namespace(nets=nets, methods=methods, images=images)
+def _args(nets: str = "", methods: str = "", images: int = 20,
+          tighten: str = "") -> argparse.Namespace:
+    return argparse.Namespace(nets=nets, methods=methods, images=images, tighten=tighten)
 
 
 def test_plan_filters_keep_only_the_named_nets_and_methods() -> None:
@@ -25,6 +26,8 @@ def test_plan_filters_keep_only_the_named_nets_and_methods() -> None:
     assert se.selected_plan(Path("data"), _args(methods="milp:extended"))[0][2] == [
         ("milp:extended", "none")]
     assert se.selected_plan(Path("data"), _args(nets="no-such-net")) == []
+    lp_bab = se.selected_plan(Path("data"), _args("mnist_fc20x3", "bab", tighten="lp"))
+    assert [(p.stem, runs) for p, _, runs in lp_bab] == [("mnist_fc20x3", [("bab", "lp")])]
 
 
 def test_per_image_table_marks_unsolved_runs() -> None:
@@ -41,3 +44,13 @@ def test_per_image_table_marks_unsolved_runs() -> None:
     lines = se.per_image(rows)
     assert "| 8000 (2.0000) | 1.50 | - |" in lines
     assert "| 8001 (7.0000) | - | 4.25 |" in lines
+
+
+def test_rows_round_trip_through_csv(tmp_path: Path) -> None:
+    rows: list[dict[str, object]] = [
+        {"net": "n", "image": 3, "method": "bab", "tighten": "lp", "status": "optimal",
+         "l1": 2.5, "bound": 2.4999, "seconds": 1.25, "unstable": 7, "res": object()}]
+    se.write_rows(rows, tmp_path / "r.csv")
+    back = se.read_rows(tmp_path / "r.csv")
+    assert back == [{k: v for k, v in rows[0].items() if k != "res"}]
+    assert se.summary(back) == se.summary(rows)

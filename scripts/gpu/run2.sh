@@ -1,0 +1,26 @@
+# The seed experiments sharded over the GPU machine's 16 cores (results/seeds.md):
+# NET=mnist_fc20x3 EXTRA=mnist_fc8x3 T=45 bash scripts/gpu/run2.sh (the first call ran the
+# extended formulation as EXTRA; the second, NET=mnist_fc40x3 EXTRA=mnist_pool, this version).
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
+T=${T:-45}
+mkdir -p logs
+for cfg in "bab none" "bab lp" "milp:bigm none" "milp:bigm lp" "milp:partition:2 none"; do
+  set -- $cfg
+  for first in 0 10; do
+    name="${NET}_${1//:/-}_${2}_${first}"
+    python3 scripts/seed_experiments.py .gpubench --nets $NET --methods $1 --tighten $2 --images 10 --first $first --timeout $T --no-visualize --out-name $name.md > logs/$name.log 2>&1 &
+  done
+done
+if [ -n "$EXTRA" ]; then
+  for cfg in "bab lp" "milp:bigm none" "milp:bigm lp"; do
+    set -- $cfg
+    for first in 0 10; do
+      name="${EXTRA}_${1//:/-}_${2}_${first}"
+      python3 scripts/seed_experiments.py .gpubench --nets $EXTRA --methods $1 --tighten $2 --images 10 --first $first --timeout $T --no-visualize --out-name $name.md > logs/$name.log 2>&1 &
+    done
+  done
+fi
+wait
+tar czf $OUT/seeds.tgz results/seeds/*.csv logs
+grep -h "img" logs/*.log | awk '{print $1, $4, $5, $6}' | sort | uniq -c | sort -k2 | head -40
