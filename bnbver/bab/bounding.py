@@ -217,7 +217,8 @@ class NodeBounder:
             self.child_opts = BoundsOptions(
                 method=child_method, iterations=iterations, device=device, dtype=dtype,
                 relu_coeffs=wants_coeffs, row_linear=self.clip,
-                intermediate=getattr(options, "relu_intermediate", "inherit"))
+                intermediate=getattr(options, "relu_intermediate", "inherit"),
+                seed_beta=getattr(options, "seed_beta", True))
         self.cheap_opts = replace(self.child_opts, method="crown", relu_coeffs=False)
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device

@@ -70,6 +70,8 @@ class BabOptions:
         relu_intermediate: intermediate bounds of ReLU-split children: "inherit" (the
             parent's, clamped by the new split and interval propagation) or "crown"
             (recomputed by CROWN with the node's splits, intersected with the parent's).
+        seed_beta: start each ReLU child's new split multiplier where its parent's relaxation
+            puts it (``BoundsOptions.seed_beta``).
         stall_rounds: with ReLU splits, when the global lower bound rose by less than
             ``stall_tol`` (relative) over this many rounds, the worst open node is handed
             to a big-M MILP with HiGHS for up to ``stall_milp_time`` seconds (the issue's
@@ -102,6 +104,7 @@ class BabOptions:
     record: str | None = None
     input_intermediate: str = "forward-crown"
     relu_intermediate: str = "inherit"
+    seed_beta: bool = True
     clip: bool = True
     stall_rounds: int = 8
     stall_tol: float = 0.01
