@@ -124,10 +124,11 @@ def test_info_lists_layers(examples_dir: Path, capsys: pytest.CaptureFixture[str
 def test_bundled_examples(examples_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                           net: str, prop: str, expected: str) -> None:
     out_file = tmp_path / "result.txt"
-    code, out, _ = _run(["verify", str(examples_dir / net), str(examples_dir / prop),
-                         "--timeout", "200", "--out", str(out_file)], capsys)
+    code, out, err = _run(["verify", str(examples_dir / net), str(examples_dir / prop),
+                           "--timeout", "200", "--out", str(out_file)], capsys)
     assert code == 0
     assert out.strip() == expected
+    assert err.startswith(f"{expected} in ") and "[attack " in err  # seconds per phase
     text = out_file.read_text()
     assert text.splitlines()[0] == expected
     if expected == "sat":
