@@ -43,13 +43,22 @@ def _bounds(net_ir, C, d, nodes, device: str, dtype: torch.dtype):  # type: igno
     return out
 
 
-@settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 10_000), depth=st.integers(1, 3), n_splits=st.integers(0, 6))
-def test_float64_gpu_bounds_equal_cpu(seed: int, depth: int, n_splits: int) -> None:
-    """Same arithmetic on another device: CROWN, alpha and beta agree to rounding."""
+def _case(seed: int, depth: int, n_splits: int):  # type: ignore[no-untyped-def]
+    """Return a random dense net, a 2-row spec and 3 split nodes in one box."""
     net_ir = dense_net(seed, 4, 12, depth, 3)
     C, d = random_spec(seed, 3, 2)
-    nodes = nodes_in_box(net_ir, seed, 3, n_splits, width=0.6)
+    return net_ir, C, d, nodes_in_box(net_ir, seed, 3, n_splits, width=0.6)
+
+
+CASES = {"seed": st.integers(0, 10_000), "depth": st.integers(1, 3),
+         "n_splits": st.integers(0, 6)}
+
+
+@settings(max_examples=10, deadline=None)
+@given(**CASES)
+def test_float64_gpu_bounds_equal_cpu(seed: int, depth: int, n_splits: int) -> None:
+    """Same arithmetic on another device: CROWN, alpha and beta agree to rounding."""
+    net_ir, C, d, nodes = _case(seed, depth, n_splits)
     cpu = _bounds(net_ir, C, d, nodes, "cpu", torch.float64)
     gpu = _bounds(net_ir, C, d, nodes, "cuda", torch.float64)
     for a, b in zip(cpu, gpu, strict=True):
@@ -59,12 +68,10 @@ def test_float64_gpu_bounds_equal_cpu(seed: int, depth: int, n_splits: int) -> N
 
 
 @settings(max_examples=10, deadline=None)
-@given(seed=st.integers(0, 10_000), depth=st.integers(1, 3), n_splits=st.integers(0, 6))
+@given(**CASES)
 def test_float32_gpu_bounds_sound(seed: int, depth: int, n_splits: int) -> None:
     """float32 on the GPU (the device default) still bounds every sampled point."""
-    net_ir = dense_net(seed, 4, 12, depth, 3)
-    C, d = random_spec(seed, 3, 2)
-    nodes = nodes_in_box(net_ir, seed, 3, n_splits, width=0.6)
+    net_ir, C, d, nodes = _case(seed, depth, n_splits)
     for res in _bounds(net_ir, C, d, nodes, "cuda", torch.float32):
         assert res.row_lower.dtype == torch.float32
         assert check_sound(net_ir, C, d, nodes, res, seed) > 0
