@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linprog
 
-from bnbver.lp.intervals import first_affine, l1_ball_interval
+from bnbver.lp.intervals import first_affine, l1_ball_interval, sort_rows
 from bnbver.network import Dense, Flatten, Network, ReLU
 from tests.bounds_cases import pool_first_net
 
@@ -34,7 +34,7 @@ def test_l1_ball_interval_is_the_lp_range(seed: int, n: int, m: int, budget: flo
     lo = rng.uniform(-1, 0, n)
     hi = lo + rng.uniform(0, 2, n)
     c = rng.uniform(lo, hi)
-    low, up = l1_ball_interval(W, b, lo, hi, c, budget)
+    low, up = l1_ball_interval(sort_rows(W, b), lo, hi, c, budget)
     for i in range(m):
         assert low[i] <= _lp_extreme(W[i], b[i], lo, hi, c, budget, 1) + 1e-9
         assert low[i] >= _lp_extreme(W[i], b[i], lo, hi, c, budget, 1) - 1e-7

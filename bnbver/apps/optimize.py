@@ -57,7 +57,7 @@ import numpy as np
 
 from bnbver.errors import InputError
 from bnbver.lp.highs import HighsOptions, solve
-from bnbver.lp.intervals import first_affine, interval_bounds, l1_ball_interval
+from bnbver.lp.intervals import first_affine, interval_bounds, l1_ball_interval, sort_rows
 from bnbver.lp.model import LinearProgram, LpSolution, LpStatus
 from bnbver.lp.relaxation import (
     ColumnMap,
@@ -363,7 +363,8 @@ class _Search:
         self.per_node = options.tighten != "none"
         self.tri_rows = np.concatenate([r.row_tri[r.reserved] for r in self.columns.relus]
                                        or [np.zeros(0, np.int64)])
-        self.first = first_affine(network) if problem.radius_norm() == "l1" else None
+        first = first_affine(network) if problem.radius_norm() == "l1" else None
+        self.first = None if first is None else sort_rows(*first)
         self.ball: tuple[float, Bounds] | None = None
 
     def offer(self, x: np.ndarray) -> None:
@@ -401,14 +402,16 @@ class _Search:
         layer's pre-activations range over the box cut to that ball
         (:func:`~bnbver.lp.intervals.l1_ball_interval`), far less than over the box when
         r is a few pixels' worth: on MNIST the whole box is ``[0, 1]^784``. Recomputed only
-        when the incumbent improves.
+        when the incumbent improves (the rows' sort is done once, in ``__init__``).
         """
         centre = self.problem.centre()
         if self.first is None or centre is None or not np.isfinite(self.best_v):
             return self.bounds
         if self.ball is None or self.ball[0] != self.best_v:
             r = self.problem.radius(self.best_v, self.columns, self.col_upper)
-            b_lo, b_hi = l1_ball_interval(*self.first, lo, hi, np.clip(centre, lo, hi), r)
+            # A centre outside the box moves onto it: for x in the box that only shortens
+            # every |x_i - c_i|, so the ball of the same radius still holds every better x.
+            b_lo, b_hi = l1_ball_interval(self.first, lo, hi, np.clip(centre, lo, hi), r)
             lows, ups = list(self.bounds[0]), list(self.bounds[1])
             lows[0], ups[0] = np.maximum(lows[0], b_lo), np.minimum(ups[0], b_hi)
             self.ball = (self.best_v, (lows, ups))

@@ -167,7 +167,9 @@ def seeded_beta(a: Tensor, rx: ReluRelax, alpha: Tensor, beta: Tensor | None) ->
     256x6 the worst row then never improved in 18 levels. With ``beta = a alpha`` (inactive,
     coefficient ``+beta h``) or ``a (1 - alpha)`` (active, ``a h - beta h``) the child's
     coefficient of ``h`` is the parent's ``a alpha``: any ``beta >= 0`` keeps the bound
-    valid, so this is only a better start.
+    valid, so this is only a better start. It costs one backward pass per bound call, about
+    1 / (iterations + 1) of beta-CROWN's work (256x4 prop_3_0.05, 78 s side by side: 5,181
+    nodes seeded vs 5,201 not).
     """
     if beta is None or rx.sign is None:
         return beta

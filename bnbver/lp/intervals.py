@@ -16,6 +16,7 @@ split states are intersected in at every ReLU layer. The torch bound engine is s
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,10 +46,37 @@ def affine_interval(
     return mid - rad - slack, mid + rad + slack
 
 
-def l1_ball_interval(
-    W: sp.csr_matrix | np.ndarray, bias: np.ndarray, lower: np.ndarray, upper: np.ndarray,
-    centre: np.ndarray, budget: float,
-) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True, eq=False)
+class SortedRows:
+    """An affine map's rows with each row's coefficients sorted by decreasing magnitude
+    (built once by :func:`sort_rows`; :func:`l1_ball_interval` reuses it per radius).
+
+    Attributes:
+        weight: (n_out, n_in) dense matrix.
+        bias: (n_out,).
+        order: (n_out, n_in) column order per row, largest ``|w|`` first.
+        gain: (n_out, n_in) ``|w|`` in that order.
+        positive: (n_out, n_in) ``w > 0`` in that order.
+    """
+
+    weight: np.ndarray
+    bias: np.ndarray
+    order: np.ndarray
+    gain: np.ndarray
+    positive: np.ndarray
+
+
+def sort_rows(W: sp.csr_matrix | np.ndarray, bias: np.ndarray) -> SortedRows:
+    """Return the rows of ``W x + bias`` prepared for :func:`l1_ball_interval`."""
+    A = sp.csr_matrix(W).toarray()
+    order = np.argsort(-np.abs(A), axis=1)
+    return SortedRows(A, np.asarray(bias, dtype=np.float64), order,
+                      np.take_along_axis(np.abs(A), order, axis=1),
+                      np.take_along_axis(A > 0, order, axis=1))
+
+
+def l1_ball_interval(rows: SortedRows, lower: np.ndarray, upper: np.ndarray,
+                     centre: np.ndarray, budget: float) -> tuple[np.ndarray, np.ndarray]:
     """Return the exact interval of ``W x + bias`` over the box cut to an L1 ball.
 
     The set is ``{lower <= x <= upper, ||x - centre||_1 <= budget}`` (``centre`` in the
@@ -57,19 +85,15 @@ def l1_ball_interval(
     distance from the centre to the face that ``sign(w_i)`` points to; the largest decrease
     likewise, towards the other faces. Widened like :func:`affine_interval`.
     """
-    A = sp.csr_matrix(W).toarray()
     c = np.asarray(centre, dtype=np.float64)
     up_room, down_room = np.maximum(upper - c, 0.0), np.maximum(c - lower, 0.0)
-    order = np.argsort(-np.abs(A), axis=1)
-    gain = np.take_along_axis(np.abs(A), order, axis=1)
-    positive = np.take_along_axis(A > 0, order, axis=1)
-    mid = A @ c + bias
+    mid = rows.weight @ c + rows.bias
     moves = []
     for room_pos, room_neg in ((up_room, down_room), (down_room, up_room)):
-        room = np.where(positive, room_pos[order], room_neg[order])
+        room = np.where(rows.positive, room_pos[rows.order], room_neg[rows.order])
         spent_before = np.cumsum(room, axis=1) - room
         take = np.clip(budget - spent_before, 0.0, room)
-        moves.append(np.sum(gain * take, axis=1))
+        moves.append(np.sum(rows.gain * take, axis=1))
     slack = 1e-10 * (np.abs(mid) + moves[0] + moves[1] + 1.0)
     return mid - moves[1] - slack, mid + moves[0] + slack
 
