@@ -155,6 +155,11 @@ def validate_bab_options(bab: Any) -> None:
                          f"got {bab.stall_rounds}, {bab.stall_tol}, {bab.stall_milp_time}")
     if not 0 <= bab.stall_share <= 1:
         raise InputError("stall_share", f"must be in [0, 1], got {bab.stall_share}")
+    if bab.tighten_jobs < 1 or not bab.tighten_neuron_time > 0 or bab.tighten_after < 0:
+        raise InputError("tighten_jobs/tighten_neuron_time/tighten_after",
+                         f"need tighten_jobs >= 1, tighten_neuron_time > 0 and "
+                         f"tighten_after >= 0, got {bab.tighten_jobs}, "
+                         f"{bab.tighten_neuron_time} and {bab.tighten_after}")
     if bab.attack_nodes < 0 or not 0 <= bab.attack_share <= 1:
         raise InputError("attack_nodes/attack_share",
                          f"need attack_nodes >= 0 and 0 <= attack_share <= 1, got "

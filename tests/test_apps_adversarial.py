@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -145,15 +146,18 @@ def test_bad_input_names_the_argument(kwargs: dict[str, object], name: str) -> N
 
 
 @pytest.mark.parametrize("seed", [0, 3, 7])
-def test_wide_input_l1_optimum_equals_brute_force(seed: int) -> None:
+@pytest.mark.parametrize("tighten", ["lp", "milp"])
+def test_wide_input_l1_optimum_equals_brute_force(seed: int, tighten: str) -> None:
     """Many inputs and a small L1 optimum: the incumbent's L1 ball cuts the first layer's
-    bounds far inside the box's (``_Search.ball_bounds``); the optimum must not move."""
+    bounds far inside the box's (``_Search.ball_bounds``), and the root's LP/MILP tightening
+    runs over that ball (``_root_bounds``); the optimum must not move."""
     rng = np.random.default_rng(seed)
     net = random_relu_net(rng, [16, 4, 3, 3])
     box = InputBox(np.zeros(16), np.ones(16))
     x0 = rng.uniform(0.2, 0.8, 16)
     t = int(np.argsort(net.forward(x0))[-2])
-    res = minimal_adversarial(net, x0, t, norm="l1", margin=1.0, domain=box, options=OPTS)
+    res = minimal_adversarial(net, x0, t, norm="l1", margin=1.0, domain=box,
+                              options=replace(OPTS, tighten=tighten))
     exact = brute_force(net, AdversarialProblem(x0, t, 1.0, "l1", box))
     if not np.isfinite(exact):
         assert res.status is OptStatus.INFEASIBLE

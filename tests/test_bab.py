@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bnbver.bab.loop import BabOptions, run_bab
-from bnbver.result import Status, validate_counterexample
+from bnbver.result import Stats, Status, validate_counterexample
 from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
 from tests.conftest import random_relu_net
 from tests.oracle import max_linear_output
@@ -114,3 +114,12 @@ def test_root_lp_tightening_keeps_answers(offset: float) -> None:
                     deadline=time.monotonic() + 60)
     expected = Status.VIOLATED if violated else Status.HOLDS
     assert plain.status is expected and tight.status is expected
+    milp = run_bab(net, prop, BabOptions(split="relu", batch_size=4, tighten="milp",
+                                         tighten_jobs=2), deadline=time.monotonic() + 60)
+    assert milp.status is expected
+    # A probe search too short to decide anything: the answer comes from the second search.
+    stats = Stats()
+    late = run_bab(net, prop, BabOptions(split="relu", batch_size=4, tighten="milp",
+                                         tighten_after=1e-9, root_method="ibp"),
+                   deadline=time.monotonic() + 60, stats=stats)
+    assert late.status is expected and stats.seconds_by_phase["probe"] > 0

@@ -39,7 +39,7 @@ from bnbver.apps.optimize import (
 )
 from bnbver.bounds.adam import Adam
 from bnbver.errors import InputError
-from bnbver.lp.relaxation import ColumnMap, ModelBuilder
+from bnbver.lp.relaxation import ColumnMap, ModelBuilder, add_abs_rows, add_l1_distance
 from bnbver.network import Network
 from bnbver.spec import InputBox
 
@@ -107,18 +107,13 @@ class AdversarialProblem:
         b.add_rows(np.repeat(np.arange(k), 2),
                    np.stack([np.full(k, y[self.target]), others], 1).ravel(),
                    np.tile([1.0, -self.margin], k), np.full(k, slack), np.full(k, np.inf))
-        lo, hi = b.bounds(x)
-        reach = np.maximum(np.maximum(self.x0 - lo, hi - self.x0), 0.0)
-        n = x.size
         if self.norm == "l1":
-            d = b.add_cols(np.zeros(n), reach)
+            cols = add_l1_distance(b, x, self.x0)
         else:
-            d = np.full(n, b.add_cols(np.zeros(1), np.array([reach.max(initial=0.0)]))[0])
-        r2 = np.repeat(np.arange(n), 2)
-        pairs = np.stack([d, x], 1).ravel()
-        b.add_rows(r2, pairs, np.tile([1.0, -1.0], n), -self.x0, np.full(n, np.inf))
-        b.add_rows(r2, pairs, np.tile([1.0, 1.0], n), self.x0, np.full(n, np.inf))
-        cols = d if self.norm == "l1" else d[:1]
+            lo, hi = b.bounds(x)
+            reach = np.maximum(np.maximum(self.x0 - lo, hi - self.x0), 0.0)
+            cols = b.add_cols(np.zeros(1), np.array([reach.max(initial=0.0)]))
+            add_abs_rows(b, np.full(x.size, cols[0]), x, self.x0)
         return [(cols, np.ones(cols.size))], 0.0
 
 

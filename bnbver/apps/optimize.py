@@ -204,15 +204,21 @@ def validate_tighten(mode: str) -> None:
 
 
 def root_bounds(network: Network, box: InputBox, options: OptimizeOptions,
-                deadline: float) -> tuple[Bounds, bool]:
-    """Return per-ReLU-layer pre-activation bounds on ``box`` and whether the box is empty."""
+                deadline: float, ball: tuple[np.ndarray, float] | None = None
+                ) -> tuple[Bounds, bool]:
+    """Return per-ReLU-layer pre-activation bounds on ``box`` and whether the box is empty.
+
+    With ``ball`` (centre, L1 radius) the bounds hold only for the points of the box within
+    the ball (``interval``, ``lp`` and ``milp`` modes; ``none`` ignores it): pass it only
+    when every point that matters lies there.
+    """
     validate_tighten(options.tighten)
-    if options.tighten in ("none", "interval"):
+    if options.tighten == "none" or (options.tighten == "interval" and ball is None):
         lo, hi, _ = interval_bounds(network, box.lower, box.upper)
         empty = any(bool(np.any(a > b)) for a, b in zip(lo, hi, strict=True))
         return (lo, hi), empty
     t_opts = TightenOptions(mode=options.tighten, deadline=deadline, threads=options.threads,
-                            milp_time_per_neuron=options.milp_time_per_neuron)
+                            milp_time_per_neuron=options.milp_time_per_neuron, l1_ball=ball)
     res = tighten_bounds(network, box, options=t_opts)
     return (res.lower, res.upper), res.infeasible
 
@@ -338,11 +344,56 @@ class _Node:
     depth: int = 0
 
 
+class _Incumbent:
+    """The best checked point so far and the activation patterns already improved by LP."""
+
+    def __init__(self, network: Network, box: InputBox, problem: Problem, deadline: float,
+                 threads: int) -> None:
+        self.network, self.box, self.problem = network, box, problem
+        self.deadline, self.threads = deadline, threads
+        self.x: np.ndarray | None = None
+        self.value = np.inf
+        self.seen: set[bytes] = set()
+        self.lp_solves = 0
+
+    def offer(self, x: np.ndarray) -> None:
+        """Check x (and its pattern LP's optimum) as incumbents."""
+        cand = np.clip(x, self.box.lower, self.box.upper)
+        value = self.problem.evaluate(self.network, cand)
+        if value is not None and value < self.value:
+            self.x, self.value = cand, value
+        key = _pattern_key(self.network, cand)
+        if key in self.seen or time.monotonic() > self.deadline:
+            return
+        self.seen.add(key)
+        self.lp_solves += 1
+        found = pattern_point(self.network, self.box, self.problem, cand, self.deadline,
+                              self.threads)
+        if found is not None and found[1] < self.value:
+            self.x, self.value = found
+
+    def ball(self, bounds: Bounds) -> tuple[np.ndarray, float] | None:
+        """Return (centre, L1 radius) holding every point better than the incumbent, or None
+        (no incumbent, no centre, or a problem whose radius is not an L1 distance).
+
+        ``bounds`` only serve the problem's radius (a visualisation's reads the unit's
+        upper bound from them).
+        """
+        centre = self.problem.centre()
+        if centre is None or self.x is None or self.problem.radius_norm() != "l1":
+            return None
+        lp, columns, _ = encode_problem(self.network, self.box, bounds, None, lp_encoders(),
+                                        self.problem, 0.0)
+        radius = self.problem.radius(self.value, columns, lp.col_upper)
+        return (centre, radius) if np.isfinite(radius) else None
+
+
 class _Search:
     """The state of one best-bound search (a stateful resource, like ``bab.node.Frontier``)."""
 
     def __init__(self, network: Network, box: InputBox, problem: Problem,
-                 options: OptimizeOptions, bounds: Bounds, deadline: float) -> None:
+                 options: OptimizeOptions, bounds: Bounds, deadline: float,
+                 incumbent: _Incumbent) -> None:
         self.network, self.box, self.problem = network, box, problem
         self.options, self.bounds, self.deadline = options, bounds, deadline
         lp, self.columns, empty = encode_problem(network, box, bounds, None,
@@ -351,12 +402,10 @@ class _Search:
         self.node_lp = NodeLp(Relaxation(lp, self.columns, empty),
                               HighsOptions(presolve=False, threads=options.threads))
         self.col_upper = lp.col_upper
-        self.best_x: np.ndarray | None = None
-        self.best_v = np.inf
+        self.incumbent = incumbent
         self.heap: list[tuple[float, int, _Node]] = []
         self.counter = itertools.count()
         self.closed_min = np.inf  # least bound of a node closed with a bound (pruned/unresolved)
-        self.seen: set[bytes] = set()
         self.nodes = 0
         self.lp_solves = 0
         self.leaf_milps = 0
@@ -367,21 +416,17 @@ class _Search:
         self.first = None if first is None else sort_rows(*first)
         self.ball: tuple[float, Bounds] | None = None
 
+    @property
+    def best_x(self) -> np.ndarray | None:
+        return self.incumbent.x
+
+    @property
+    def best_v(self) -> float:
+        return float(self.incumbent.value)
+
     def offer(self, x: np.ndarray) -> None:
         """Check x (and its pattern LP's optimum) as incumbents."""
-        cand = np.clip(x, self.box.lower, self.box.upper)
-        value = self.problem.evaluate(self.network, cand)
-        if value is not None and value < self.best_v:
-            self.best_x, self.best_v = cand, value
-        key = _pattern_key(self.network, cand)
-        if key in self.seen or time.monotonic() > self.deadline:
-            return
-        self.seen.add(key)
-        self.lp_solves += 1
-        found = pattern_point(self.network, self.box, self.problem, cand, self.deadline,
-                              self.options.threads)
-        if found is not None and found[1] < self.best_v:
-            self.best_x, self.best_v = found
+        self.incumbent.offer(x)
 
     def tol(self) -> float:
         return _tol(self.best_v, self.options)
@@ -502,10 +547,10 @@ def _expand(search: _Search, node: _Node, parent_lower: float) -> None:
     # Relax them all (a fixed neuron is exact without it); NodeLp then sets the free ones.
     k = search.tri_rows.size
     search.node_lp.warm.set_row_bounds(search.tri_rows, np.full(k, -np.inf), np.full(k, np.inf))
-    # No per-solve time limit: HiGHS measures ``time_limit`` on the instance's cumulative
-    # clock, so on a long-lived warm model it would stop later solves at once. Node LPs are
-    # short; the deadline is checked between nodes.
-    res: LpBound = search.node_lp.bound(list(node.masks), bounds[0], bounds[1])
+    # The LP gets the time left (a root LP over 784 inputs can take tens of seconds); one it
+    # stops is not optimal and closes the node with its parent's bound.
+    left = max(search.deadline - time.monotonic(), 1e-3)
+    res: LpBound = search.node_lp.bound(list(node.masks), bounds[0], bounds[1], left)
     search.nodes += 1
     search.lp_solves += 1
     if res.status is LpStatus.INFEASIBLE:
@@ -547,6 +592,26 @@ def _status(best_x: np.ndarray | None, gap: float, tol: float, exhausted: bool) 
     return OptStatus.OPTIMAL if gap <= tol else OptStatus.FEASIBLE
 
 
+def _root_bounds(network: Network, box: InputBox, options: OptimizeOptions, deadline: float,
+                 incumbent: _Incumbent) -> tuple[Bounds, bool]:
+    """Return the root's bounds, tightened over the incumbent's L1 ball when there is one.
+
+    Every point better than the incumbent lies in its ball, and the global bound is
+    ``min(incumbent, node bounds)``, so bounds that hold only inside the ball are sound for
+    the search. The ball holds the incumbent itself, so "empty" there can only be a
+    solver's tolerance: the bounds are then recomputed on the whole box.
+    """
+    if options.tighten == "none":
+        return root_bounds(network, box, options, deadline)
+    plain, empty = interval_bounds(network, box.lower, box.upper)[:2], False
+    ball = incumbent.ball(plain)
+    if ball is not None:
+        bounds, empty = root_bounds(network, box, options, deadline, ball)
+        if not empty:
+            return bounds, False
+    return root_bounds(network, box, options, deadline)
+
+
 def minimize(
     network: Network, box: InputBox, problem: Problem, options: OptimizeOptions | None = None,
     initial_points: Sequence[np.ndarray] = (),
@@ -566,15 +631,18 @@ def minimize(
     opts = options or OptimizeOptions()
     t0 = time.monotonic()
     deadline = t0 + opts.time_limit
-    bounds, empty = root_bounds(network, box, opts, t0 + opts.tighten_share * opts.time_limit)
-    t_tight = time.monotonic() - t0
+    incumbent = _Incumbent(network, box, problem, deadline, opts.threads)
+    for point in initial_points:
+        incumbent.offer(np.asarray(point, dtype=np.float64))
+    t1 = time.monotonic()
+    bounds, empty = _root_bounds(network, box, opts, t0 + opts.tighten_share * opts.time_limit,
+                                 incumbent)
+    t_tight = time.monotonic() - t1
     unstable = count_unstable(*bounds)
     if empty:
         return OptimizeResult(OptStatus.INFEASIBLE, None, np.inf, np.inf,
                               time.monotonic() - t0, "bab", 0, 0, t_tight, unstable)
-    search = _Search(network, box, problem, opts, bounds, deadline)
-    for point in initial_points:
-        search.offer(np.asarray(point, dtype=np.float64))
+    search = _Search(network, box, problem, opts, bounds, deadline, incumbent)
     if not search.empty:
         search.push(_Node(tuple(np.zeros(n, np.int8) for n in network.relu_sizes)), -np.inf)
         _run(search)
@@ -586,7 +654,8 @@ def minimize(
         bound = np.inf
     stats = {"leaf_milps": float(search.leaf_milps), "open_nodes": float(len(search.heap))}
     return OptimizeResult(status, search.best_x, float(search.best_v), float(bound),
-                          time.monotonic() - t0, "bab", search.nodes, search.lp_solves,
+                          time.monotonic() - t0, "bab", search.nodes,
+                          search.lp_solves + incumbent.lp_solves,
                           t_tight, unstable, stats)
 
 

@@ -35,7 +35,7 @@ from bnbver.apps.optimize import (
     solve_problem,
 )
 from bnbver.errors import InputError
-from bnbver.lp.relaxation import ColumnMap, ModelBuilder
+from bnbver.lp.relaxation import ColumnMap, ModelBuilder, add_l1_distance
 from bnbver.network import Network
 from bnbver.spec import InputBox
 
@@ -102,15 +102,8 @@ class UnitProblem:
         if self.centre() is None:
             return terms, 0.0
         assert self.x0 is not None
-        x = columns.x
-        lo, hi = b.bounds(x)
-        n = x.size
-        d = b.add_cols(np.zeros(n), np.maximum(np.maximum(self.x0 - lo, hi - self.x0), 0.0))
-        r2 = np.repeat(np.arange(n), 2)
-        pairs = np.stack([d, x], 1).ravel()
-        b.add_rows(r2, pairs, np.tile([1.0, -1.0], n), -self.x0, np.full(n, np.inf))
-        b.add_rows(r2, pairs, np.tile([1.0, 1.0], n), self.x0, np.full(n, np.inf))
-        terms.append((d, np.full(n, self.weight)))
+        d = add_l1_distance(b, columns.x, self.x0)
+        terms.append((d, np.full(d.size, self.weight)))
         return terms, 0.0
 
 

@@ -243,31 +243,43 @@ class NodeBounder:
         result = bound_batch(self.net, batch, self.root_opts)
         root = self._children(box, batch, result, [splits], self.root_opts.method)[0]
         mode = getattr(self.options, "tighten", "none")
-        if mode == "none" or root.state is None or root.infeasible:
-            return root
-        state = self._tightened(root, splits, mode)
-        batch = NodeBatch(batch.lower, batch.upper, masks, state)
-        result = bound_batch(self.net, batch, self.root_opts)
-        return self._children(box, batch, result, [splits], f"{self.root_opts.method}+{mode}")[0]
+        deadline = time.monotonic() + getattr(self.options, "tighten_time", 30.0)
+        for k in range(len(self.net.relu_sizes)):
+            if (mode == "none" or root.state is None or root.infeasible
+                    or root.lower_bound > 0 or time.monotonic() > deadline):
+                return root
+            state = self._tightened(root, splits, mode, k, deadline)
+            batch = NodeBatch(batch.lower, batch.upper, masks, state)
+            result = bound_batch(self.net, batch, self.root_opts)
+            root = self._children(box, batch, result, [splits],
+                                  f"{self.root_opts.method}+{mode}")[0]
+        return root
 
     def _box_tensors(self, lo: np.ndarray, up: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Return float64 tensors of a box: the engine rounds them outwards itself."""
         return (torch.tensor(lo, dtype=torch.float64, device=self.device),
                 torch.tensor(up, dtype=torch.float64, device=self.device))
 
-    def _tightened(self, root: BoundedChild, splits: SplitSet, mode: str) -> NodeState:
-        """Return the root state with its ReLU bounds tightened by LP (or MILP) solves.
+    def _tightened(self, root: BoundedChild, splits: SplitSet, mode: str, layer: int,
+                   deadline: float) -> NodeState:
+        """Return the root state with ReLU layer ``layer``'s bounds tightened by LP (or
+        MILP) solves.
 
         The tightened bounds come from ``lp.tighten`` (dual/MIP-dual bounds only, so they
-        are sound) and are intersected with the engine's bounds.
+        are sound) and are intersected with the engine's bounds. ``bound_root`` goes layer by
+        layer and re-bounds the root after each, so an instance that the first layers'
+        tightening decides stops there.
         """
         assert root.state is not None
         state = root.state.single()
         pre = ([t[0].cpu().numpy() for t in state.pre_lower],
                [t[0].cpu().numpy() for t in state.pre_upper])
-        budget = getattr(self.options, "tighten_time", 30.0)
-        res = tighten_bounds(self.network, InputBox(root.lower, root.upper), pre, splits,
-                             TightenOptions(mode=mode, deadline=time.monotonic() + budget))
+        opts = TightenOptions(mode=mode, deadline=deadline, layers=(layer,),
+                              milp_time_per_neuron=getattr(self.options,
+                                                           "tighten_neuron_time", 1.0),
+                              lp_pass=not self.root_opts.optimize_intermediate,
+                              jobs=getattr(self.options, "tighten_jobs", 1))
+        res = tighten_bounds(self.network, InputBox(root.lower, root.upper), pre, splits, opts)
         lower, upper = list(state.lower), list(state.upper)
         for k, slot in enumerate(state.relu_slots):
             lo = torch.as_tensor(res.lower[k], dtype=self.dtype, device=self.device)[None]

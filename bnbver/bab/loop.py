@@ -62,6 +62,14 @@ class BabOptions:
             a node it cannot decide goes back on the frontier.
         tighten: bound tightening of the root's ReLU bounds before branching: "none",
             "lp" or "milp" (Fischetti & Jo / Tjeng et al.), within ``tighten_time`` seconds.
+            With ReLU splits, "milp" skips the LP pass (the root's alpha-optimised
+            intermediate bounds are as tight as the LP's: on mnist 256x4 prop_6_0.03 the LP
+            pass took 81 s and stabilised 1 of 379 neurons).
+        tighten_neuron_time: seconds per neuron and direction of "milp" tightening.
+        tighten_after: with ReLU splits, first search this many seconds without tightening
+            and tighten (then search again from the root) only if that search timed out:
+            the easy instances never pay for the tightening (0: tighten first).
+        tighten_jobs: processes that share the MILP tightening's solves.
         record: path of a JSON-lines search-tree record, or None.
         input_intermediate: intermediate bounds of input-split children
             (``BoundsOptions.intermediate``): "forward-crown" (forward symbolic bounds, then
@@ -101,6 +109,9 @@ class BabOptions:
     milp_time: float = 10.0
     tighten: str = "none"
     tighten_time: float = 30.0
+    tighten_neuron_time: float = 1.0
+    tighten_after: float = 0.0
+    tighten_jobs: int = 1
     record: str | None = None
     input_intermediate: str = "forward-crown"
     relu_intermediate: str = "inherit"
@@ -168,6 +179,19 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
     stats = stats if stats is not None else Stats()
     kind = choose_split_kind(network, options)
     validate_heuristic(options.branching or default_heuristic(kind), kind)
+    if options.tighten != "none" and options.tighten_after > 0 and kind == "relu":
+        t0 = time.monotonic()
+        probe = min(deadline, t0 + options.tighten_after)
+        probe_stats = Stats()
+        first = run_bab(network, prop, replace(options, tighten="none"), probe, probe_stats,
+                        seed, root_splits, should_stop, max_open)
+        final = first.status is not Status.TIMEOUT or time.monotonic() >= deadline
+        _merge_probe(stats, probe_stats, time.monotonic() - t0, final)
+        if final:
+            return replace(first, stats=stats)
+        log.info("no answer in %.0f s: tightening the root (%s) and searching again",
+                 options.tighten_after, options.tighten)
+        options = replace(options, tighten_after=0.0)
     search = _Search(network, prop, options, NodeBounder(network, prop, options, kind, seed),
                      Frontier(options.memory_cap), stats, [],
                      TreeRecorder(options.record), deadline, time.monotonic(), kind,
@@ -177,6 +201,24 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
         return _search(search)
     finally:
         search.recorder.close()
+
+
+def _merge_probe(stats: Stats, probe: Stats, seconds: float, final: bool) -> None:
+    """Add a probe search's counters to ``stats``. When its answer is the final one, its
+    phases and lower-bound trace too; otherwise its time goes under the phase "probe" and its
+    trace is dropped (the next search's trace starts at that search's own start).
+    """
+    stats.nodes += probe.nodes
+    stats.max_depth = max(stats.max_depth, probe.max_depth)
+    stats.bound_calls += probe.bound_calls
+    stats.lp_calls += probe.lp_calls
+    stats.milp_calls += probe.milp_calls
+    if not final:
+        stats.add_time("probe", seconds)
+        return
+    for phase, t in probe.seconds_by_phase.items():
+        stats.add_time(phase, t)
+    stats.lower_bound_trace.extend(probe.lower_bound_trace)
 
 
 def _search(s: _Search) -> Result:

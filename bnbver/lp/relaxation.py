@@ -445,6 +445,34 @@ def encode_network(
     return x, cols, relus
 
 
+def add_abs_rows(b: ModelBuilder, d: np.ndarray, x: np.ndarray, centre: np.ndarray) -> None:
+    """Add ``d_i >= x_i - c_i`` and ``d_i >= c_i - x_i`` (so ``d_i >= |x_i - c_i|``).
+
+    ``d`` may repeat one column (an L-infinity distance: one ``e`` above every
+    coordinate); with one column per coordinate, ``sum d`` is the L1 distance.
+    """
+    n = x.size
+    r2 = np.repeat(np.arange(n), 2)
+    pairs = np.stack([d, x], 1).ravel()
+    b.add_rows(r2, pairs, np.tile([1.0, -1.0], n), -centre, np.full(n, np.inf))
+    b.add_rows(r2, pairs, np.tile([1.0, 1.0], n), centre, np.full(n, np.inf))
+
+
+def add_l1_distance(b: ModelBuilder, x: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """Add columns ``d_i >= |x_i - c_i|`` (bounded by the box's reach); return them."""
+    lo, hi = b.bounds(x)
+    d = b.add_cols(np.zeros(x.size), np.maximum(np.maximum(centre - lo, hi - centre), 0.0))
+    add_abs_rows(b, d, x, centre)
+    return d
+
+
+def add_l1_ball(b: ModelBuilder, x: np.ndarray, centre: np.ndarray, radius: float) -> None:
+    """Restrict ``x`` to ``||x - centre||_1 <= radius`` (L1 distance columns, one row)."""
+    d = add_l1_distance(b, x, centre)
+    b.add_rows(np.zeros(d.size, np.int64), d, np.ones(d.size), np.array([-np.inf]),
+               np.array([radius]))
+
+
 def add_margin(b: ModelBuilder, y: np.ndarray, disjunct: HalfSpaces,
                require_unsafe: bool) -> int:
     """Add t with ``t >= C_i y - d_i`` for every row; t <= 0 too when ``require_unsafe``."""

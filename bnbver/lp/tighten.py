@@ -7,9 +7,10 @@ ReLU layers already carry tightened bounds):
 * ``interval``: plain interval arithmetic (:mod:`bnbver.lp.intervals`);
 * ``lp``: the triangle LP relaxation; one HiGHS model per layer, warm-started from neuron to
   neuron (only the cost changes: primal simplex from the last basis);
-* ``milp``: the whole LP pass, then a second pass with the big-M MILP of the prefix per
-  still-unstable neuron under a
-  per-neuron time limit.
+* ``milp``: the whole LP pass (unless ``lp_pass`` is off), then a second pass with the
+  big-M MILP of the prefix per still-unstable neuron under a per-neuron time limit, optionally
+  shared among ``jobs`` processes.
+* any mode over an L1 ball (``l1_ball``): only the points of the box near a centre count.
 
 Soundness: a tightened value is the Lagrangian bound recomputed in float64 from the LP duals
 (:func:`~bnbver.lp.model.lagrangian_bound`), or the MIP dual bound lowered by
@@ -27,13 +28,14 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from bnbver.lp.highs import HighsOptions, WarmLp, solve
-from bnbver.lp.intervals import interval_bounds
+from bnbver.lp.intervals import first_affine, interval_bounds, l1_ball_interval, sort_rows
 from bnbver.lp.model import LinearProgram, LpStatus, lagrangian_bound
 from bnbver.lp.relaxation import (
     Bounds,
     Encoders,
     ModelBuilder,
     Splits,
+    add_l1_ball,
     as_masks,
     bigm_encoders,
     encode_network,
@@ -57,12 +59,26 @@ class TightenOptions:
             bounds (None: no limit).
         threads: HiGHS threads for the MILP solves.
         milp_time_per_neuron: seconds per MILP solve (``milp`` mode).
+        lp_pass: in ``milp`` mode, run the LP pass first (skip it when the given bounds are
+            already as tight as the LP's, e.g. alpha-CROWN's optimised intermediate bounds).
+        jobs: processes that share a layer's MILP solves (joblib; 1 = in this process).
+        layers: the ReLU layers to tighten (None: all); the others keep their bounds up to
+            interval propagation.
+        l1_ball: optional (centre, radius): tighten over the points of the box within this
+            L1 distance of the centre only (an optimisation query's incumbent region: every
+            better point lies in it). The first ReLU layer then gets the exact range over
+            box and ball (:func:`~bnbver.lp.intervals.l1_ball_interval`), and every LP and
+            MILP carries the ball as rows.
     """
 
     mode: str = "lp"
     deadline: float | None = None
     threads: int = 1
     milp_time_per_neuron: float = 1.0
+    lp_pass: bool = True
+    jobs: int = 1
+    layers: tuple[int, ...] | None = None
+    l1_ball: tuple[np.ndarray, float] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,13 +107,17 @@ class TightenResult:
 
 def _prefix_program(network: Network, box: InputBox, k: int, lower: list[np.ndarray],
                     upper: list[np.ndarray], masks: list[np.ndarray] | None,
-                    enc: Encoders) -> tuple[LinearProgram, np.ndarray, bool]:
-    """Encode the layers before ReLU layer k; return the program, z columns and emptiness."""
+                    enc: Encoders, ball: tuple[np.ndarray, float] | None = None
+                    ) -> tuple[LinearProgram, np.ndarray, bool]:
+    """Encode the layers before ReLU layer k (and the L1 ball, if any); return the
+    program, z columns and emptiness."""
     pos = network.relu_positions[k]
     prefix = Network(network.layers[:pos], network.input_shape)
     b = ModelBuilder()
-    _, z, _ = encode_network(b, prefix, box, (lower[:k], upper[:k]),
+    x, z, _ = encode_network(b, prefix, box, (lower[:k], upper[:k]),
                              None if masks is None else masks[:k], enc)
+    if ball is not None:
+        add_l1_ball(b, x, *ball)
     return b.finish(np.zeros(b.n_cols)), z, b.infeasible
 
 
@@ -105,6 +125,28 @@ def _exact_first(network: Network) -> bool:
     """True when a single affine layer precedes the first ReLU (intervals are exact there)."""
     pos = network.relu_positions[0]
     return sum(isinstance(layer, (Dense, Conv2d)) for layer in network.layers[:pos]) <= 1
+
+
+def _ball_first(network: Network, opts: TightenOptions) -> bool:
+    """True when the first layer's range over box and ball is exact (``l1_ball_cut``)."""
+    return opts.l1_ball is not None and first_affine(network) is not None
+
+
+def l1_ball_cut(network: Network, box: InputBox, lo: list[np.ndarray], hi: list[np.ndarray],
+                ball: tuple[np.ndarray, float]) -> None:
+    """Intersect (in place) the first ReLU layer's bounds with their exact range over the
+    box cut to the L1 ball; no-op unless one affine layer precedes that layer.
+
+    A centre outside the box moves onto it: for x in the box that only shortens every
+    ``|x_i - c_i|``, so the ball of the same radius still holds every point of the region.
+    """
+    first = first_affine(network)
+    if first is None:
+        return
+    centre, radius = ball
+    b_lo, b_hi = l1_ball_interval(sort_rows(*first), box.lower, box.upper,
+                                  np.clip(centre, box.lower, box.upper), radius)
+    lo[0], hi[0] = np.maximum(lo[0], b_lo), np.minimum(hi[0], b_hi)
 
 
 def _targets(lo: np.ndarray, hi: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
@@ -147,7 +189,36 @@ def _lp_layer(lp: LinearProgram, z: np.ndarray, todo: np.ndarray, lo: np.ndarray
 
 def _milp_layer(lp: LinearProgram, z: np.ndarray, todo: np.ndarray, lo: np.ndarray,
                 hi: np.ndarray, deadline: float, opts: TightenOptions) -> tuple[int, bool, bool]:
-    """Tighten lo/hi (in place) by the MIP dual bounds of per-neuron big-M MILPs."""
+    """Tighten lo/hi (in place) by the MIP dual bounds of per-neuron big-M MILPs, in
+    ``opts.jobs`` processes (neurons dealt round-robin, so each gets a share of the hard
+    ones)."""
+    if opts.jobs <= 1 or todo.size < 2:
+        return _milp_neurons(lp, z, todo, lo, hi, deadline, opts)
+    from joblib import Parallel, delayed
+
+    parts = [todo[i::opts.jobs] for i in range(min(opts.jobs, todo.size))]
+    out = Parallel(n_jobs=len(parts), backend="loky")(
+        delayed(_milp_part)(lp, z, part, lo, hi, deadline, opts) for part in parts)
+    solves, infeasible, timed_out = 0, False, False
+    for part, (p_lo, p_hi, n, inf, late) in zip(parts, out, strict=True):
+        lo[part], hi[part] = np.maximum(lo[part], p_lo), np.minimum(hi[part], p_hi)
+        solves, infeasible, timed_out = solves + n, infeasible or inf, timed_out or late
+    return solves, infeasible, timed_out
+
+
+def _milp_part(lp: LinearProgram, z: np.ndarray, part: np.ndarray, lo: np.ndarray,
+               hi: np.ndarray, deadline: float, opts: TightenOptions
+               ) -> tuple[np.ndarray, np.ndarray, int, bool, bool]:
+    """One process's share of :func:`_milp_layer`: the bounds of ``part`` and the counts."""
+    lo, hi = lo.copy(), hi.copy()
+    n, infeasible, timed_out = _milp_neurons(lp, z, part, lo, hi, deadline, opts)
+    return lo[part], hi[part], n, infeasible, timed_out
+
+
+def _milp_neurons(lp: LinearProgram, z: np.ndarray, todo: np.ndarray, lo: np.ndarray,
+                  hi: np.ndarray, deadline: float, opts: TightenOptions
+                  ) -> tuple[int, bool, bool]:
+    """Tighten lo/hi (in place) of neurons ``todo``, one MILP per neuron and direction."""
     solves = 0
     for j in todo:
         for sign in (1.0, -1.0):
@@ -187,9 +258,10 @@ def _pass(network: Network, box: InputBox, lo: list[np.ndarray], hi: list[np.nda
     for k in range(len(lo)):
         if infeasible or timed_out:
             break
-        if k == 0 and _exact_first(network):
+        if (opts.layers is not None and k not in opts.layers) or (
+                k == 0 and (_exact_first(network) or _ball_first(network, opts))):
             continue
-        lp, z, empty = _prefix_program(network, box, k, lo, hi, masks, enc)
+        lp, z, empty = _prefix_program(network, box, k, lo, hi, masks, enc, opts.l1_ball)
         if empty:
             return lo, hi, solves, True, False
         todo = _targets(lo[k], hi[k], None if masks is None else masks[k])
@@ -208,8 +280,9 @@ def tighten_bounds(
 ) -> TightenResult:
     """Return per-ReLU-layer pre-activation bounds tightened by the chosen mode.
 
-    ``milp`` runs the whole LP pass first, then the MILP pass with the time left, so a
-    deadline that stops the MILP pass still leaves every layer LP-tightened.
+    ``milp`` runs the whole LP pass first (unless ``options.lp_pass`` is off), then the
+    MILP pass with the time left, so a deadline that stops the MILP pass still leaves every
+    layer LP-tightened.
 
     Args:
         network: the network.
@@ -227,10 +300,14 @@ def tighten_bounds(
     deadline = np.inf if opts.deadline is None else opts.deadline
     masks = as_masks(splits, network.relu_sizes)
     lo, hi, _ = interval_bounds(network, box.lower, box.upper, bounds, masks)
+    if opts.l1_ball is not None:
+        l1_ball_cut(network, box, lo, hi, opts.l1_ball)
+        lo, hi, _ = interval_bounds(network, box.lower, box.upper, (lo, hi), masks)
     counts = {"lp": 0, "milp": 0}
     infeasible = any(bool(np.any(a > b)) for a, b in zip(lo, hi, strict=True))
     timed_out = False
-    passes = {"interval": [], "lp": ["lp"], "milp": ["lp", "milp"]}[opts.mode]
+    passes = {"interval": [], "lp": ["lp"],
+              "milp": ["lp", "milp"] if opts.lp_pass else ["milp"]}[opts.mode]
     for name in passes:
         if infeasible or timed_out:
             break
