@@ -249,6 +249,8 @@ class NodeBounder:
                     or root.lower_bound > 0 or time.monotonic() > deadline):
                 return root
             state = self._tightened(root, splits, mode, k, deadline)
+            if state is None:
+                continue
             batch = NodeBatch(batch.lower, batch.upper, masks, state)
             result = bound_batch(self.net, batch, self.root_opts)
             root = self._children(box, batch, result, [splits],
@@ -261,9 +263,9 @@ class NodeBounder:
                 torch.tensor(up, dtype=torch.float64, device=self.device))
 
     def _tightened(self, root: BoundedChild, splits: SplitSet, mode: str, layer: int,
-                   deadline: float) -> NodeState:
+                   deadline: float) -> NodeState | None:
         """Return the root state with ReLU layer ``layer``'s bounds tightened by LP (or
-        MILP) solves.
+        MILP) solves, or None when no bound moved.
 
         The tightened bounds come from ``lp.tighten`` (dual/MIP-dual bounds only, so they
         are sound) and are intersected with the engine's bounds. ``bound_root`` goes layer by
@@ -280,6 +282,9 @@ class NodeBounder:
                               lp_pass=not self.root_opts.optimize_intermediate,
                               jobs=getattr(self.options, "tighten_jobs", 1))
         res = tighten_bounds(self.network, InputBox(root.lower, root.upper), pre, splits, opts)
+        if all(np.array_equal(a, b) for a, b in zip((*res.lower, *res.upper), (*pre[0], *pre[1]),
+                                                    strict=True)):
+            return None
         lower, upper = list(state.lower), list(state.upper)
         for k, slot in enumerate(state.relu_slots):
             lo = torch.as_tensor(res.lower[k], dtype=self.dtype, device=self.device)[None]
