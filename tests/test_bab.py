@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bnbver.bab.loop import BabOptions, run_bab
+from bnbver.bab.loop import BabOptions, run_bab, stall_budget
 from bnbver.result import Stats, Status, validate_counterexample
 from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
 from tests.conftest import random_relu_net
@@ -123,3 +123,13 @@ def test_root_lp_tightening_keeps_answers(offset: float) -> None:
                                          tighten_after=1e-9, root_method="ibp"),
                    deadline=time.monotonic() + 60, stats=stats)
     assert late.status is expected and stats.seconds_by_phase["probe"] > 0
+
+
+def test_stall_budget_is_a_share_of_the_time_limit_not_of_the_elapsed_time() -> None:
+    """The first stall MILP of a 300 s search gets its full 20 s (a share of the time elapsed
+    gave it almost nothing, and 256x4 prop_8_0.03 went from 11 s to a timeout); the MILPs
+    stop once they have used 30 % of the limit."""
+    opts = BabOptions(stall_milp_time=20.0, stall_share=0.3)
+    assert stall_budget(opts, 300.0, 0.0) == 20.0
+    assert stall_budget(opts, 300.0, 85.0) == pytest.approx(5.0)
+    assert stall_budget(opts, 300.0, 90.0) <= 0.0

@@ -84,8 +84,10 @@ class BabOptions:
             ``stall_tol`` (relative) over this many rounds, the worst open node is handed
             to a big-M MILP with HiGHS for up to ``stall_milp_time`` seconds (the issue's
             "MILP fallback on stagnating subtrees"); 0 disables. These MILPs get at most
-            ``stall_share`` of the search time so far (on mnist_fc 256x6 they took 70 % of
-            it, deciding nothing, while the BaB starved).
+            ``stall_share`` of the search's time limit in all (on mnist_fc 256x6 they took
+            70 % of it, deciding nothing, while the BaB starved). A share of the time
+            *elapsed* instead starved the first MILPs: 256x4 prop_8_0.03, which one early
+            20 s MILP decides in 11 s, timed out.
         clip: with input splits, shrink each child's box to where the rows' linear bounds
             still allow a counterexample (``bnbver.bounds.clip``).
         attack_nodes: with input splits, each round runs a short PGD inside the boxes of
@@ -277,6 +279,14 @@ def _decision(s: _Search, decision: Any, side: int) -> list[object]:
     return ["input", int(decision), "upper" if side else "lower"]
 
 
+def stall_budget(options: BabOptions, limit: float, used: float) -> float:
+    """Return the seconds the next stall MILP may take: ``stall_milp_time``, capped by what
+    is left of ``stall_share`` of the search's time limit ``limit`` after ``used`` seconds of
+    earlier stall MILPs (<= 0: none may run). Elapsed time plays no part, so the first
+    MILPs of a search get their full time."""
+    return min(options.stall_milp_time, options.stall_share * limit - used)
+
+
 def _on_stall(s: _Search) -> Result | None:
     """Hand the worst open node to a MILP when the global lower bound has stalled.
 
@@ -292,7 +302,7 @@ def _on_stall(s: _Search) -> Result | None:
     if not (np.isfinite(old) and np.isfinite(new)) or new - old > s.options.stall_tol * abs(old):
         return None
     s.stall_checked = len(trace)
-    budget = s.options.stall_share * (time.monotonic() - s.started) - s.stall_seconds
+    budget = stall_budget(s.options, s.deadline - s.started, s.stall_seconds)
     if budget <= 0:
         return None
     worst = s.frontier.pop_batch(1)
@@ -304,7 +314,7 @@ def _on_stall(s: _Search) -> Result | None:
         return None
     s.milp_tried.add(node.node_id)
     t0 = time.monotonic()
-    closed, verdict = _decide_milp(s, node, None, min(s.options.stall_milp_time, budget))
+    closed, verdict = _decide_milp(s, node, None, budget)
     s.stall_seconds += time.monotonic() - t0
     if verdict is not None:
         return verdict
