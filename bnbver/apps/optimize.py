@@ -57,7 +57,7 @@ import numpy as np
 
 from bnbver.errors import InputError
 from bnbver.lp.highs import HighsOptions, solve
-from bnbver.lp.intervals import first_affine, interval_bounds, l1_ball_interval, sort_rows
+from bnbver.lp.intervals import first_affine, interval_bounds, sort_rows
 from bnbver.lp.model import LinearProgram, LpSolution, LpStatus
 from bnbver.lp.relaxation import (
     ColumnMap,
@@ -72,7 +72,7 @@ from bnbver.lp.relaxation import (
     lp_encoders,
     pool_windows,
 )
-from bnbver.lp.tighten import TightenOptions, count_unstable, tighten_bounds
+from bnbver.lp.tighten import TightenOptions, count_unstable, l1_ball_cut, tighten_bounds
 from bnbver.milp import milp_encoders, parse_formulation
 from bnbver.network import Conv2d, Dense, MaxPool2d, Network, ReLU
 from bnbver.spec import InputBox
@@ -454,11 +454,8 @@ class _Search:
             return self.bounds
         if self.ball is None or self.ball[0] != self.best_v:
             r = self.problem.radius(self.best_v, self.columns, self.col_upper)
-            # A centre outside the box moves onto it: for x in the box that only shortens
-            # every |x_i - c_i|, so the ball of the same radius still holds every better x.
-            b_lo, b_hi = l1_ball_interval(self.first, lo, hi, np.clip(centre, lo, hi), r)
             lows, ups = list(self.bounds[0]), list(self.bounds[1])
-            lows[0], ups[0] = np.maximum(lows[0], b_lo), np.minimum(ups[0], b_hi)
+            l1_ball_cut(self.network, InputBox(lo, hi), lows, ups, (centre, r), self.first)
             self.ball = (self.best_v, (lows, ups))
         return self.ball[1]
 

@@ -28,7 +28,13 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from bnbver.lp.highs import HighsOptions, WarmLp, solve
-from bnbver.lp.intervals import first_affine, interval_bounds, l1_ball_interval, sort_rows
+from bnbver.lp.intervals import (
+    SortedRows,
+    first_affine,
+    interval_bounds,
+    l1_ball_interval,
+    sort_rows,
+)
 from bnbver.lp.model import LinearProgram, LpStatus, lagrangian_bound
 from bnbver.lp.relaxation import (
     Bounds,
@@ -133,18 +139,21 @@ def _ball_first(network: Network, opts: TightenOptions) -> bool:
 
 
 def l1_ball_cut(network: Network, box: InputBox, lo: list[np.ndarray], hi: list[np.ndarray],
-                ball: tuple[np.ndarray, float]) -> None:
+                ball: tuple[np.ndarray, float], rows: SortedRows | None = None) -> None:
     """Intersect (in place) the first ReLU layer's bounds with their exact range over the
     box cut to the L1 ball; no-op unless one affine layer precedes that layer.
 
-    A centre outside the box moves onto it: for x in the box that only shortens every
-    ``|x_i - c_i|``, so the ball of the same radius still holds every point of the region.
+    ``rows``: the first layer's rows already sorted (:func:`sort_rows`), for callers that cut
+    many times. A centre outside the box moves onto it: for x in the box that only shortens
+    every ``|x_i - c_i|``, so the ball of the same radius still holds every point of the region.
     """
-    first = first_affine(network)
-    if first is None:
-        return
+    if rows is None:
+        first = first_affine(network)
+        if first is None:
+            return
+        rows = sort_rows(*first)
     centre, radius = ball
-    b_lo, b_hi = l1_ball_interval(sort_rows(*first), box.lower, box.upper,
+    b_lo, b_hi = l1_ball_interval(rows, box.lower, box.upper,
                                   np.clip(centre, box.lower, box.upper), radius)
     lo[0], hi[0] = np.maximum(lo[0], b_lo), np.minimum(hi[0], b_hi)
 
