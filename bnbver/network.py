@@ -36,14 +36,22 @@ class Dense:
     Attributes:
         weight: (n_out, n_in) float64.
         bias: (n_out,) float64.
+        weight_err: relative error of ``weight`` against the source model's exact weights
+            ``W*``: ``|W* - W| <= weight_err * |W|`` elementwise (0: exact). Set by loaders
+            that fold constants in float64 (see :func:`affine_tolerance`).
+        bias_err: (n_out,) absolute error of ``bias`` against the source's exact bias, or None
+            (exact).
     """
 
     weight: np.ndarray
     bias: np.ndarray
+    weight_err: float = 0.0
+    bias_err: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight", _as_f64(self.weight))
         object.__setattr__(self, "bias", _as_f64(self.bias))
+        _check_tolerance(self)
 
     @property
     def in_size(self) -> int:
@@ -79,6 +87,9 @@ class Conv2d:
         padding: (top, left, bottom, right) zero padding.
         in_shape: (C_in, H, W).
         out_shape: (C_out, H_out, W_out).
+        weight_err: relative error of ``weight`` against the source's exact weights (as in
+            :class:`Dense`).
+        bias_err: (C_out,) absolute error of ``bias``, or None (exact).
     """
 
     weight: np.ndarray
@@ -87,10 +98,13 @@ class Conv2d:
     padding: tuple[int, int, int, int]
     in_shape: tuple[int, int, int]
     out_shape: tuple[int, int, int] = field(default=(0, 0, 0))
+    weight_err: float = 0.0
+    bias_err: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight", _as_f64(self.weight))
         object.__setattr__(self, "bias", _as_f64(self.bias))
+        _check_tolerance(self)
         c_out, _, kh, kw = self.weight.shape
         _, h, w = self.in_shape
         pt, pl, pb, pr = self.padding
@@ -128,6 +142,26 @@ class Conv2d:
         flat = a.reshape(-1, a.shape[-1])
         out = np.asarray((self._sparse.T @ flat.T).T)
         return out.reshape(*a.shape[:-1], self.in_size)
+
+
+def _check_tolerance(layer: Dense | Conv2d) -> None:
+    """Validate and freeze the error fields of an affine layer."""
+    if not (np.isfinite(layer.weight_err) and layer.weight_err >= 0):
+        raise ValueError(f"weight_err must be a finite number >= 0, got {layer.weight_err}")
+    if layer.bias_err is not None:
+        err = _as_f64(layer.bias_err)
+        if err.shape != layer.bias.shape or not np.all(np.isfinite(err) & (err >= 0)):
+            raise ValueError("bias_err must be finite, >= 0 and shaped like the bias")
+        object.__setattr__(layer, "bias_err", err)
+
+
+def flat_bias_err(layer: Dense | Conv2d) -> np.ndarray:
+    """Return the absolute bias error per flat output (zeros when exact)."""
+    if layer.bias_err is None:
+        return np.zeros(layer.out_size)
+    if isinstance(layer, Conv2d):
+        return np.repeat(layer.bias_err, layer.out_shape[1] * layer.out_shape[2])
+    return layer.bias_err
 
 
 def _conv_matrix(conv: Conv2d) -> sp.csr_matrix:

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 from bnbver.network import Dense, Network, ReLU
 
 # Tests run two per machine (pytest -n 2): one torch thread each avoids oversubscription,
 # which slows torch's CPU kernels down by an order of magnitude.
 torch.set_num_threads(1)
+
+# Property-based tests are reproducible by default: the same examples on every run and every
+# machine, so a green run is not luck. ``scripts/hypothesis_random.py`` runs them with fresh
+# random examples on purpose (profile "random").
+settings.register_profile("derandomized", derandomize=True, deadline=None,
+                          print_blob=True, database=None)
+settings.register_profile("random", derandomize=False, deadline=None, print_blob=True)
+settings.load_profile(os.environ.get("BNBVER_HYPOTHESIS_PROFILE", "derandomized"))
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"

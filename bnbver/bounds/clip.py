@@ -12,9 +12,10 @@ since each cut shrinks the box and so the next row's slack) gives a box per disj
 node's new box is the hull of the disjuncts' non-empty boxes, and the node holds no
 counterexample when all are empty. Each row's linear bound stays valid on the smaller boxes.
 
-Rounding: the slack gets a float64 safety margin and every new face is moved outwards by a
-relative 1e-12 and one ulp, so a clipped box always contains every counterexample of the
-original one.
+Rounding: the slack is raised by a rigorous bound on its own rounding error
+(``gamma_{n+2} (|c| + sum_i |a_i| max(|lo_i|, |hi_i|))``) and every quotient and new face is
+rounded outwards, so a clipped box always contains every counterexample of the original one
+(the rows' constants already carry the bounds engine's rounding allowance).
 
 Shapes: B nodes, R rows, ``n_in`` the input size.
 """
@@ -26,7 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from bnbver.bounds.types import MARGIN_ABS_F64, MARGIN_REL_F64
+from bnbver.bounds import rounding
 
 #: Passes over the rows of a disjunct.
 PASSES = 2
@@ -38,12 +39,13 @@ def _clip_row(a: Tensor, c: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Ten
     Returns the new (lo, hi) and (B,) True where the box holds no point of the half-space.
     """
     lows = torch.minimum(a * lo, a * hi)
-    mag = (a.abs() * torch.maximum(lo.abs(), hi.abs())).sum(dim=1) + c.abs()
-    slack = -(c + lows.sum(dim=1)) + (MARGIN_REL_F64 * mag + MARGIN_ABS_F64)
+    mag = (a.abs() * rounding.box_magnitude(lo, hi)).sum(dim=1) + c.abs()
+    err = rounding.gamma(a.shape[1] + 4, a.dtype) * mag * 2.0
+    slack = rounding.up(-(c + lows.sum(dim=1)) + err)
     empty = slack < 0
-    reach = (slack.clamp(min=0).unsqueeze(1) / a.abs()) * (1 + 1e-12)
-    up = torch.nextafter(lo + reach, torch.full_like(lo, torch.inf))
-    down = torch.nextafter(hi - reach, torch.full_like(hi, -torch.inf))
+    reach = rounding.up(slack.clamp(min=0).unsqueeze(1) / a.abs())
+    up = rounding.up(lo + reach)
+    down = rounding.down(hi - reach)
     new_hi = torch.where(a > 0, torch.minimum(hi, up), hi)
     new_lo = torch.where(a < 0, torch.maximum(lo, down), lo)
     return new_lo, new_hi, empty

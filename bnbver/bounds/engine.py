@@ -26,15 +26,18 @@ slot input sizes (see :mod:`bnbver.bounds.types`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from bnbver.bounds import rounding
 from bnbver.bounds.forward import forward_bounds, supports_forward
 from bnbver.bounds.interval import clamp_splits, crossing, slot_input_interval, slot_split
 from bnbver.bounds.linear import (
+    ErrorVectors,
     Relax,
     backward,
     crown_rows,
@@ -133,33 +136,70 @@ def _refine_need(net: BoundedNetwork, slot: int, lo: Tensor, hi: Tensor,
 
 
 def _make_relax(net: BoundedNetwork, slot: int, lo: Tensor, hi: Tensor,
-                split: Tensor | None) -> Relax:
+                split: Tensor | None, state: NodeState | None = None) -> Relax:
     op = net.ops[net.slot_ops[slot]]
     if isinstance(op, ReluOp):
-        return relu_relax(lo, hi, split)
+        parent = None if state is None else (state.lower[slot], state.upper[slot])
+        return relu_relax(lo, hi, split, net.gamma(op.size + 16), parent)
     assert isinstance(op, PoolOp)
-    return pool_relax(op, lo, hi)
+    return pool_relax(op, lo, hi, net.gamma(op.out_size + op.windows.shape[1] + 2))
+
+
+def extend_errors(net: BoundedNetwork, errs: list[Tensor | None], relax: Sequence[Relax],
+                  lo: Tensor, hi: Tensor, end: int) -> None:
+    """Append the error vectors of ``ops[len(errs):end]`` for the batch (in place).
+
+    Each affine op's vector needs a bound on its input's magnitude: the box for the first
+    op, the output bound of the slot before it, or, after another affine op, that op's
+    ``|W| m + |b|`` plus its own error vector (a run of affine ops is always recomputed from
+    its start, so that bound is at hand).
+    """
+    begin = len(errs)
+    while 0 < begin < end and isinstance(net.ops[begin - 1], AffineOp):
+        begin -= 1
+    del errs[begin:]
+    carry: Tensor | None = None
+    for i in range(begin, end):
+        op = net.ops[i]
+        if not isinstance(op, AffineOp):
+            errs.append(None)
+            carry = None
+            continue
+        prev = net.ops[i - 1] if i > 0 else None
+        if prev is None:
+            m = rounding.box_magnitude(lo, hi)
+        elif isinstance(prev, AffineOp):
+            assert carry is not None
+            m = carry
+        else:
+            m = relax[prev.slot].out_mag
+        v = op.error_vector(m)
+        errs.append(v)
+        g = 2.0 * net.gamma(op.inner[0] + 2)
+        carry = (op.linear(m, absolute=True) + op.abs_bias) * (1.0 + g) + v
 
 
 def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tensor, Tensor],
-                 relax: Sequence[Relax], options: BoundsOptions) -> tuple[Tensor, Tensor]:
+                 relax: Sequence[Relax], errs: ErrorVectors,
+                 options: BoundsOptions) -> tuple[Tensor, Tensor]:
     """Return CROWN (or alpha-CROWN) bounds (B, K) of the neurons ``index`` of ``slot``."""
     lo, hi = box
     if not (options.optimize_intermediate and options.method in ("alpha", "beta")):
-        return crown_slot(net, slot, index, lo, hi, relax)
-    start, a0, b0 = slot_start(net, slot, index)
+        return crown_slot(net, slot, index, lo, hi, relax, errs)
+    start, lin0 = slot_start(net, slot, index, errs)
     layers = [s for s in net.relu_slots if s < slot]
-    alpha0 = initial_alpha(relax, layers, lo.shape[0], a0.shape[1])
-    beta0 = (initial_beta(relax, layers, lo.shape[0], a0.shape[1], None)
+    rows = lin0.a.shape[1]
+    alpha0 = initial_alpha(relax, layers, lo.shape[0], rows)
+    beta0 = (initial_beta(relax, layers, lo.shape[0], rows, None)
              if options.method == "beta" else None)
-    best = optimize(net, start, a0, b0, lo, hi, relax, alpha0, beta0, options).lower
+    best = optimize(net, start, lin0, lo, hi, relax, errs, alpha0, beta0, options).lower
     k = index.numel()
     return best[:, :k], -best[:, k:]
 
 
 def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Tensor],
-                 ups: list[Tensor], relax: list[Relax], refine: bool,
-                 options: BoundsOptions) -> tuple[Tensor, Tensor]:
+                 ups: list[Tensor], relax: list[Relax], errs: list[Tensor | None],
+                 refine: bool, options: BoundsOptions) -> tuple[Tensor, Tensor]:
     """Return the bounds (B, n_s) of the input of ``slot`` given the slots before it."""
     lo, hi = slot_input_interval(net, slot, lows, ups, batch.lower, batch.upper)
     if batch.state is not None:
@@ -168,13 +208,14 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
     split = slot_split(net, batch.splits, slot)
     lo, hi = clamp_splits(lo, hi, split)
     if refine and options.method != "ibp" and _produced_by_affine(net, slot):
+        extend_errors(net, errs, relax, batch.lower, batch.upper, net.slot_ops[slot])
         need = _refine_need(net, slot, lo, hi, split)
         index = need.any(dim=0).nonzero().flatten()
         if _per_node_pays(net, slot, need, index, options):
-            return _refine_per_node(net, slot, need, (lo, hi), batch, relax, split)
+            return _refine_per_node(net, slot, need, (lo, hi), batch, relax, errs, split)
         if index.numel():
             c_lo, c_hi = _refine_slot(net, slot, index, (batch.lower, batch.upper), relax,
-                                      options)
+                                      errs, options)
             use = need.index_select(1, index)
             old_lo, old_hi = lo.index_select(1, index), hi.index_select(1, index)
             lo = lo.index_copy(1, index, torch.where(use, torch.maximum(old_lo, c_lo), old_lo))
@@ -201,7 +242,7 @@ def _per_node_pays(net: BoundedNetwork, slot: int, need: Tensor, index: Tensor,
 
 
 def _refine_per_node(net: BoundedNetwork, slot: int, need: Tensor, box: tuple[Tensor, Tensor],
-                     batch: NodeBatch, relax: Sequence[Relax],
+                     batch: NodeBatch, relax: Sequence[Relax], errs: ErrorVectors,
                      split: Tensor | None) -> tuple[Tensor, Tensor]:
     """Return the slot's bounds with each node's needed neurons refined by its own CROWN.
 
@@ -212,61 +253,81 @@ def _refine_per_node(net: BoundedNetwork, slot: int, need: Tensor, box: tuple[Te
     k = int(need.sum(dim=1).max())
     order = torch.argsort((~need).to(torch.int8), dim=1, stable=True)[:, :k]
     use = need.gather(1, order)
-    c_lo, c_hi = crown_slot_per_node(net, slot, order, batch.lower, batch.upper, relax)
+    c_lo, c_hi = crown_slot_per_node(net, slot, order, batch.lower, batch.upper, relax, errs)
     old_lo, old_hi = lo.gather(1, order), hi.gather(1, order)
     lo = lo.scatter(1, order, torch.where(use, torch.maximum(old_lo, c_lo), old_lo))
     hi = hi.scatter(1, order, torch.where(use, torch.minimum(old_hi, c_hi), old_hi))
     return clamp_splits(lo, hi, split)
 
 
-Intermediate = tuple[list[Tensor], list[Tensor], list[Relax], Tensor, Tensor | None]
+@dataclass(frozen=True, eq=False)
+class Intermediate:
+    """Intermediate bounds of a batch and what the final rows need.
 
-
-def _intermediate(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions
-                  ) -> tuple[list[Tensor], list[Tensor], list[Relax], Tensor]:
-    """Return per-slot bounds, relaxations and the (B,) infeasibility flags."""
-    return _intermediate_rows(net, batch, options)[:4]
-
-
-def _intermediate_rows(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions
-                       ) -> Intermediate:
-    """Return per-slot bounds, relaxations, (B,) infeasibility flags and forward rows.
-
-    The forward rows (B, R) are the margin bounds of the forward pass in the forward modes
-    (else None).
+    Attributes:
+        lows, ups: per slot (B, n_s) bounds of the slot's input.
+        relax: per slot relaxation.
+        errs: per op the error vectors (complete: every op of the network).
+        infeasible: (B,) bool.
+        fwd_rows: (B, R) margin bounds of the forward pass in the forward modes, else None.
     """
-    fwd_rows = None
+
+    lows: list[Tensor]
+    ups: list[Tensor]
+    relax: list[Relax]
+    errs: list[Tensor | None]
+    infeasible: Tensor
+    fwd_rows: Tensor | None
+
+
+def _intermediate_rows(net: BoundedNetwork, batch: NodeBatch,
+                       options: BoundsOptions) -> Intermediate:
+    """Return per-slot bounds, relaxations, error vectors, infeasibility and forward rows."""
+    errs: list[Tensor | None] = []
     if (options.intermediate in FORWARD_MODES and options.method != "ibp"
             and supports_forward(net)):
         fwd = forward_bounds(net, batch)
         if options.intermediate == "forward":
-            return fwd.lower, fwd.upper, fwd.relax, fwd.infeasible, fwd.row_lower
+            extend_errors(net, errs, fwd.relax, batch.lower, batch.upper, len(net.ops))
+            return Intermediate(fwd.lower, fwd.upper, fwd.relax, errs, fwd.infeasible,
+                                fwd.row_lower)
         # "forward-crown": the forward bounds play the inherited bounds, so CROWN only
         # refines the neurons they leave unstable.
-        batch = NodeBatch(batch.lower, batch.upper, batch.splits,
-                          NodeState(tuple(fwd.lower), tuple(fwd.upper), net.relu_slots))
-        fwd_rows = fwd.row_lower
+        fwd_state = NodeState(tuple(fwd.lower), tuple(fwd.upper), net.relu_slots)
+        inter = _slot_loop(net, NodeBatch(batch.lower, batch.upper, batch.splits, fwd_state),
+                           True, options, batch.state)
+        return replace(inter, fwd_rows=fwd.row_lower)
     refine = batch.state is None or options.intermediate != "inherit"
+    return _slot_loop(net, batch, refine, options, batch.state)
+
+
+def _slot_loop(net: BoundedNetwork, batch: NodeBatch, refine: bool, options: BoundsOptions,
+               parent: NodeState | None) -> Intermediate:
+    """Bound every slot in order (interval, inherited, split-clamped, CROWN-refined)."""
     _, _, tol = net.margins
     lows: list[Tensor] = []
     ups: list[Tensor] = []
     relax: list[Relax] = []
+    errs: list[Tensor | None] = []
     infeasible = torch.zeros(batch.batch_size, dtype=torch.bool, device=net.device)
     for slot in range(len(net.slot_ops)):
-        lo, hi = _slot_bounds(net, slot, batch, lows, ups, relax, refine, options)
+        lo, hi = _slot_bounds(net, slot, batch, lows, ups, relax, errs, refine, options)
         infeasible |= crossing(lo, hi, tol)
         lows.append(lo)
         ups.append(hi)
-        relax.append(_make_relax(net, slot, lo, hi, slot_split(net, batch.splits, slot)))
-    return lows, ups, relax, infeasible, fwd_rows
+        relax.append(_make_relax(net, slot, lo, hi, slot_split(net, batch.splits, slot),
+                                 parent))
+    extend_errors(net, errs, relax, batch.lower, batch.upper, len(net.ops))
+    return Intermediate(lows, ups, relax, errs, infeasible, None)
 
 
-def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, relax: Sequence[Relax],
-                    options: BoundsOptions) -> Optimized:
+def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
+                    options: BoundsOptions, deadline: float | None) -> Optimized:
     """Run alpha(-beta)-CROWN on the margins, warm-started from the batch's state."""
-    start, a0, b0 = final_start(net)
+    start, lin0 = final_start(net, inter.errs)
     b, r = batch.batch_size, net.num_rows
     state = batch.state
+    relax = inter.relax
     if state is not None and state.alpha is not None:
         alpha0 = list(state.alpha)
     else:
@@ -275,43 +336,44 @@ def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, relax: Sequence[Relax
     if options.method == "beta":
         warm = None if state is None else state.beta
         beta0 = initial_beta(relax, net.relu_slots, b, r, warm)
-    return optimize(net, start, a0, b0, batch.lower, batch.upper, relax, alpha0, beta0,
-                    options)
+    return optimize(net, start, lin0, batch.lower, batch.upper, relax, inter.errs, alpha0,
+                    beta0, options, deadline)
 
 
-def _final_rows(net: BoundedNetwork, batch: NodeBatch, relax: Sequence[Relax],
-                ibp_rows: Tensor, options: BoundsOptions
-                ) -> tuple[Tensor, Tensor, Tensor, Optimized | None]:
-    """Return margin lower bounds (B, R), the linear bounds' own values (B, R), their input
-    coefficients (B, R, n_in) and alpha/beta.
+@dataclass(frozen=True, eq=False)
+class _Rows:
+    """Final margin bounds: ``lower`` (B, R); the linear bound's input coefficients
+    ``coeffs`` (B, R, n_in) and constants ``const`` (B, R) (empty for IBP); alpha/beta."""
 
-    The coefficients are empty (shape (0,)) for ``method="ibp"``.
-    """
+    lower: Tensor
+    coeffs: Tensor
+    const: Tensor
+    best: Optimized | None
+
+
+def _final_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate, ibp_rows: Tensor,
+                options: BoundsOptions, deadline: float | None) -> _Rows:
+    """Return the margin bounds by the batch's method, intersected with ``ibp_rows``."""
+    empty = ibp_rows.new_zeros((0,))
     if options.method == "ibp":
-        return ibp_rows, ibp_rows, ibp_rows.new_zeros((0,)), None
+        return _Rows(ibp_rows, empty, empty, None)
     if options.method == "crown":
-        lb, a = crown_rows(net, batch.lower, batch.upper, relax)
-        return torch.maximum(lb, ibp_rows), lb, a, None
-    best = _optimized_rows(net, batch, relax, options)
-    return torch.maximum(best.lower, ibp_rows), best.lower, best.coeffs, best
+        lb, a, const = crown_rows(net, batch.lower, batch.upper, inter.relax, inter.errs)
+        return _Rows(torch.maximum(lb, ibp_rows), a, const, None)
+    best = _optimized_rows(net, batch, inter, options, deadline)
+    return _Rows(torch.maximum(best.lower, ibp_rows), best.coeffs, best.const, best)
 
 
-def _row_linear(lin_rows: Tensor, coeffs: Tensor, lo64: Tensor,
-                hi64: Tensor) -> tuple[Tensor, Tensor] | None:
+def _row_linear(rows: _Rows, lo64: Tensor) -> tuple[Tensor, Tensor] | None:
     """Return each row's linear lower bound ``(A (B, R, n_in), c (B, R))`` in float64.
 
-    ``c`` is recovered from the concretised value: ``c = lb - min_{x in box} A x``. The box
-    here is the float64 one, inside the (outward-rounded) box the bound was concretised on,
-    so its minimum is no smaller and ``c`` can only come out smaller (more cautious); the
-    safety margin subtracted from ``lb`` stays in ``c``.
+    ``A x + c`` is below the margin for every x in the node's box (in real arithmetic: the
+    constant already carries the bound's rounding allowance), whatever dtype it came from.
     """
-    if coeffs.numel() == 0:
+    if rows.coeffs.numel() == 0:
         return None
-    a = coeffs.double().expand(lo64.shape[0], -1, -1)
-    mid = ((hi64 + lo64) / 2).unsqueeze(2)
-    rad = ((hi64 - lo64) / 2).unsqueeze(2)
-    low = (a @ mid - a.abs() @ rad).squeeze(2)
-    return a, lin_rows.double() - low
+    a = rows.coeffs.double().expand(lo64.shape[0], -1, -1)
+    return a, rows.const.double()
 
 
 def _worst_coeffs(rows: Tensor, coeffs: Tensor) -> Tensor | None:
@@ -329,8 +391,8 @@ def _candidates(lo: Tensor, hi: Tensor, worst: Tensor | None) -> Tensor:
     return torch.where(worst.to(lo.device) > 0, lo, hi)
 
 
-def bound_batch(net: BoundedNetwork, batch: NodeBatch,
-                options: BoundsOptions | None = None) -> BoundResult:
+def bound_batch(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions | None = None,
+                deadline: float | None = None) -> BoundResult:
     """Bound the margins ``C y - d`` of B nodes in one batched call.
 
     Args:
@@ -338,6 +400,8 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch,
         batch: the nodes: boxes, splits and (for children) the parents' states, taken per
             child with ``NodeState.take``.
         options: method, iterations, step sizes; dtype/device must match ``net``.
+        deadline: absolute ``time.monotonic()`` after which the alpha/beta optimisation
+            stops at its best iterate (every iterate is a valid bound); None: no limit.
 
     Returns:
         Per node margin lower bounds, candidates, infeasibility flags and the new state.
@@ -349,36 +413,40 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch,
     _validate_options(net, options)
     batch, lo64, hi64 = _validate_batch(net, batch)
     with torch.no_grad():
-        lows, ups, relax, infeasible, fwd_rows = _intermediate_rows(net, batch, options)
-        ibp_lo, _ = slot_input_interval(net, len(net.slot_ops), lows, ups, batch.lower,
-                                        batch.upper)
-        if fwd_rows is not None:
-            ibp_lo = torch.maximum(ibp_lo, fwd_rows)
-        rows, lin_rows, coeffs, best = _final_rows(net, batch, relax, ibp_lo, options)
-        worst = _worst_coeffs(rows, coeffs)
-        row_linear = _row_linear(lin_rows, coeffs, lo64, hi64) if options.row_linear else None
+        inter = _intermediate_rows(net, batch, options)
+        ibp_lo, _ = slot_input_interval(net, len(net.slot_ops), inter.lows, inter.ups,
+                                        batch.lower, batch.upper)
+        if inter.fwd_rows is not None:
+            ibp_lo = torch.maximum(ibp_lo, inter.fwd_rows)
+        final = _final_rows(net, batch, inter, ibp_lo, options, deadline)
+        rows = final.lower
+        worst = _worst_coeffs(rows, final.coeffs)
+        row_linear = _row_linear(final, lo64) if options.row_linear else None
         if batch.state is not None and batch.state.row_lower is not None:
             rows = torch.maximum(rows, batch.state.row_lower)
         cand = _candidates(lo64, hi64, worst)
-        rows = torch.where(infeasible.unsqueeze(1), torch.full_like(rows, torch.inf), rows)
-        state = NodeState(tuple(lows), tuple(ups), net.relu_slots, rows,
+        rows = torch.where(inter.infeasible.unsqueeze(1), torch.full_like(rows, torch.inf),
+                           rows)
+        best = final.best
+        state = NodeState(tuple(inter.lows), tuple(inter.ups), net.relu_slots, rows,
                           None if best is None else best.alpha,
                           None if best is None else best.beta)
-        relu_coeffs = (_relu_coefficients(net, relax, best, rows)
+        relu_coeffs = (_relu_coefficients(net, inter, best, rows)
                        if options.relu_coeffs and options.method != "ibp" else None)
-    return BoundResult(rows, cand, infeasible, state, worst, relu_coeffs, row_linear)
+    return BoundResult(rows, cand, inter.infeasible, state, worst, relu_coeffs, row_linear)
 
 
-def _relu_coefficients(net: BoundedNetwork, relax: Sequence[Relax], best: Optimized | None,
+def _relu_coefficients(net: BoundedNetwork, inter: Intermediate, best: Optimized | None,
                        rows: Tensor) -> tuple[Tensor, ...]:
     """Return per ReLU layer (B, n_l) coefficients of the ReLU outputs in the worst row's bound.
 
     One backward pass with the final alpha/beta (CROWN's slopes without them) records the
     coefficient that multiplies each ReLU layer's output.
     """
-    start, a0, b0 = final_start(net)
+    start, lin0 = final_start(net, inter.errs)
     record: list[Tensor | None] = [None] * len(net.relu_slots)
-    backward(net, start, a0, b0, relax, None if best is None else list(best.alpha),
+    backward(net, start, lin0, inter.relax, inter.errs,
+             None if best is None else list(best.alpha),
              None if best is None or best.beta is None else list(best.beta), record)
     n = rows.shape[0]
     pick = torch.arange(n, device=rows.device), rows.argmin(dim=1)
@@ -413,8 +481,8 @@ def intermediate_bounds(net: BoundedNetwork, batch: NodeBatch,
     _validate_options(net, options)
     batch, _, _ = _validate_batch(net, batch)
     with torch.no_grad():
-        lows, ups, _, infeasible = _intermediate(net, batch, options)
-    return NodeState(tuple(lows), tuple(ups), net.relu_slots), infeasible
+        inter = _intermediate_rows(net, batch, options)
+    return NodeState(tuple(inter.lows), tuple(inter.ups), net.relu_slots), inter.infeasible
 
 
 def stable_neurons(state: NodeState) -> tuple[Tensor, ...]:

@@ -30,10 +30,14 @@ symbolic bounds intersected with interval and inherited bounds, clamped by the s
   ``[ll, ul]`` the range of ``L``: ``alpha = 0`` if ``ul <= 0``, ``1`` if ``ll >= 0``, else
   CROWN's area rule (1 if ``ul >= -ll``, else 0).
 
-Rounding: every product ever summed into a neuron's functions is bounded in absolute value by
-``mag`` (B, n), propagated as ``mag_z = |W| mag_h + |b|`` and ``mag_y = mag_h + |z0|`` from
-``mag_x = |m| + r``; every concretised bound moves outwards by ``REL * mag + ABS`` (the
-constants of :mod:`bnbver.bounds.types`), which covers the rounding of all layers so far.
+Rounding: every neuron carries ``err`` (B, n), a bound on how far rounding (and the weights'
+recorded error) can have moved its computed functions: the true value satisfies
+``L_j(e) - err_j <= h_j(x) <= U_j(e) + err_j``. Through an affine layer
+``err_z = |W| err_h + 4 v(size_h + err_h)``, with ``size_h`` the l1 size of the neuron's two
+functions (a bound on their values) and ``v`` the op's error vector
+(:meth:`~bnbver.bounds.prepared.AffineOp.error_vector`); through a ReLU the chord's slope is
+rounded up and ``err_y = s err_h + 4 u s (size_h + |z0|)``. Ranges subtract ``err`` and their
+own rounding and are rounded outwards (:mod:`bnbver.bounds.rounding`).
 
 Cost per node and layer: ``O(n_in * n_l * n_{l-1})``, against backward CROWN's
 ``O(n_l * sum_{k<l} n_k n_{k-1})`` for the same layer. Max pooling is not supported (the
@@ -49,6 +53,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bnbver.bounds import rounding
 from bnbver.bounds.interval import clamp_splits, crossing, slot_input_interval, slot_split
 from bnbver.bounds.linear import Relax, relu_relax
 from bnbver.bounds.prepared import AffineOp, BoundedNetwork, PoolOp, ReluOp
@@ -62,12 +67,18 @@ class Symbolic:
     Attributes:
         lower: (B, K, n): rows ``0..n_in-1`` coefficients of ``e``, row ``n_in`` the constant.
         upper: (B, K, n), same layout.
-        mag: (B, n) bound on the absolute value of every product summed into the functions.
+        err: (B, n) rounding allowance: the true value lies in ``[lower - err, upper + err]``.
     """
 
     lower: Tensor
     upper: Tensor
-    mag: Tensor
+    err: Tensor
+
+    def size(self) -> Tensor:
+        """Return (B, n) ``sum |lower| + sum |upper|``, rounded up: bounds both functions."""
+        total = self.lower.abs().sum(1) + self.upper.abs().sum(1)
+        k = self.lower.shape[1]
+        return total * (1.0 + rounding.gamma(2 * k + 2, total.dtype))
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,13 +106,17 @@ def supports_forward(net: BoundedNetwork) -> bool:
 
 
 def input_symbolic(lo: Tensor, hi: Tensor) -> Symbolic:
-    """Return the exact bounds ``x = m + r e`` of the input box (B, n_in) as functions of e."""
+    """Return bounds ``x = m + r e`` of the input box (B, n_in) as functions of e.
+
+    r is rounded up so that ``m + r [-1, 1]`` contains the box.
+    """
     b, n = lo.shape
-    mid, rad = (hi + lo) / 2, (hi - lo) / 2
+    mid = (hi + lo) / 2
+    rad = rounding.enclosing_radius(lo, hi, mid)
     eye = torch.diag_embed(rad)
     funcs = torch.cat([eye, mid.unsqueeze(1)], 1)
     assert funcs.shape == (b, n + 1, n)
-    return Symbolic(funcs, funcs, mid.abs() + rad)
+    return Symbolic(funcs, funcs, torch.zeros_like(mid))
 
 
 def affine_symbolic(op: AffineOp, sym: Symbolic) -> Symbolic:
@@ -112,39 +127,37 @@ def affine_symbolic(op: AffineOp, sym: Symbolic) -> Symbolic:
                     absolute=True).reshape(b, k, -1)
     bias = torch.zeros_like(mid[:1])
     bias[:, -1] = op.bias
-    mag = op.linear(sym.mag, absolute=True) + op.bias.abs()
-    return Symbolic(mid - rad + bias, mid + rad + bias, mag)
+    size = sym.size()
+    err = op.linear(sym.err, absolute=True) + 4.0 * op.error_vector(size + sym.err, forward=True)
+    err = err * (1.0 + 8.0 * rounding.unit(err.dtype))
+    return Symbolic(mid - rad + bias, mid + rad + bias, err)
 
 
-def func_range(funcs: Tensor, mag: Tensor, rel: float, eps: float) -> tuple[Tensor, Tensor]:
-    """Return a sound range ``(min_e f, max_e f)`` (B, n) of functions (B, K, n).
-
-    Both ends move outwards by the safety margin ``rel * mag + eps``.
-    """
+def func_range(funcs: Tensor, err: Tensor) -> tuple[Tensor, Tensor]:
+    """Return a rigorous range ``(min_e f - err, max_e f + err)`` (B, n) of functions (B, K, n)."""
     spread = funcs[:, :-1].abs().sum(1)
     const = funcs[:, -1]
-    slack = rel * mag + eps
-    return const - spread - slack, const + spread + slack
+    g = rounding.gamma(funcs.shape[1] + 2, funcs.dtype)
+    slack = spread + err + g * (spread + const.abs() + err)
+    return rounding.down(const - slack), rounding.up(const + slack)
 
 
-def relu_symbolic(sym: Symbolic, lo: Tensor, hi: Tensor, split: Tensor | None,
-                  margins: tuple[float, float]) -> Symbolic:
+def relu_symbolic(sym: Symbolic, lo: Tensor, hi: Tensor, split: Tensor | None) -> Symbolic:
     """Map symbolic bounds through a ReLU whose input lies in ``[lo, hi]`` (B, n).
 
     ``lo``/``hi`` are the final (intersected, split-clamped) bounds; see the module docstring.
     """
-    rel, eps = margins
     if split is None:
         split = torch.zeros_like(lo, dtype=torch.int8)
     active = (split > 0) | ((split == 0) & (lo >= 0))
     unstable = (split == 0) & (lo < 0) & (hi > 0)
-    ll, ul = func_range(sym.lower, sym.mag, rel, eps)
-    lu, _ = func_range(sym.upper, sym.mag, rel, eps)
+    ll, ul = func_range(sym.lower, sym.err)
+    lu, _ = func_range(sym.upper, torch.zeros_like(sym.err))
     z0 = torch.maximum(lo, lu)
     chord = unstable & (z0 < 0)
     z0 = torch.where(chord, z0, torch.zeros_like(z0))
-    slope = torch.where(chord, hi / torch.where(chord, hi - z0, torch.ones_like(hi)),
-                        torch.ones_like(hi))
+    denom = rounding.down(torch.where(chord, hi - z0, torch.ones_like(hi)))
+    slope = torch.where(chord, rounding.up(hi / denom), torch.ones_like(hi))
     keep_u = (active | unstable).to(lo.dtype)
     alpha = torch.where(ll >= 0, 1.0, (ul >= -ll).to(lo.dtype))
     alpha = torch.where(ul <= 0, 0.0, alpha)
@@ -152,15 +165,18 @@ def relu_symbolic(sym: Symbolic, lo: Tensor, hi: Tensor, split: Tensor | None,
     upper = sym.upper * (slope * keep_u).unsqueeze(1)
     upper[:, -1] -= slope * z0 * keep_u
     lower = sym.lower * alpha.unsqueeze(1)
-    return Symbolic(lower, upper, sym.mag + z0.abs())
+    u = rounding.unit(lo.dtype)
+    err_u = slope * sym.err + 4.0 * u * slope * (sym.size() + z0.abs())
+    err = torch.where(unstable, torch.maximum(err_u, sym.err),
+                      torch.where(active, sym.err, torch.zeros_like(sym.err)))
+    return Symbolic(lower, upper, err * (1.0 + 4.0 * u))
 
 
 def _tighten(net: BoundedNetwork, slot: int, batch: NodeBatch, sym: Symbolic,
              lows: list[Tensor], ups: list[Tensor]) -> tuple[Tensor, Tensor]:
     """Return the bounds (B, n_s) of ``slot``: symbolic n interval n inherited, clamped."""
-    rel, eps, _ = net.margins
-    lo, _ = func_range(sym.lower, sym.mag, rel, eps)
-    _, hi = func_range(sym.upper, sym.mag, rel, eps)
+    lo, _ = func_range(sym.lower, sym.err)
+    _, hi = func_range(sym.upper, sym.err)
     i_lo, i_hi = slot_input_interval(net, slot, lows, ups, batch.lower, batch.upper)
     lo, hi = torch.maximum(lo, i_lo), torch.minimum(hi, i_hi)
     if batch.state is not None:
@@ -180,7 +196,7 @@ def forward_bounds(net: BoundedNetwork, batch: NodeBatch) -> ForwardBounds:
     Returns:
         Per slot bounds and relaxations, infeasibility flags and forward margin bounds.
     """
-    rel, eps, tol = net.margins
+    _, _, tol = net.margins
     sym = input_symbolic(batch.lower, batch.upper)
     lows: list[Tensor] = []
     ups: list[Tensor] = []
@@ -196,7 +212,9 @@ def forward_bounds(net: BoundedNetwork, batch: NodeBatch) -> ForwardBounds:
         split = slot_split(net, batch.splits, op.slot)
         lows.append(lo)
         ups.append(hi)
-        relax.append(relu_relax(lo, hi, split))
-        sym = relu_symbolic(sym, lo, hi, split, (rel, eps))
-    rows, _ = func_range(sym.lower, sym.mag, rel, eps)
+        parent = None if batch.state is None else (batch.state.lower[op.slot],
+                                                    batch.state.upper[op.slot])
+        relax.append(relu_relax(lo, hi, split, net.gamma(op.size + 16), parent))
+        sym = relu_symbolic(sym, lo, hi, split)
+    rows, _ = func_range(sym.lower, sym.err)
     return ForwardBounds(lows, ups, relax, infeasible, rows)

@@ -4,7 +4,8 @@ For an affine layer and an input interval with centre c and radius r (both (B, n
 
     W x + b  in  [W c + b - |W| r,  W c + b + |W| r]
 
-(minus a safety margin ``REL * (rowsum|W| max|c| + |W| r + |b|) + ABS`` on each side). A ReLU maps
+(moved outwards by a rigorous bound on rounding and on the weights' recorded error, see
+:func:`affine_interval` and :mod:`bnbver.bounds.rounding`). A ReLU maps
 ``[l, u]`` to ``[max(l, 0), max(u, 0)]`` and a max pool maps each window to
 ``[max_j l_j, max_j u_j]`` (padding cells are -inf and never win).
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bnbver.bounds import rounding
 from bnbver.bounds.prepared import AffineOp, BoundedNetwork, PoolOp, ReluOp
 
 
@@ -45,16 +47,23 @@ class IntervalBounds:
     infeasible: Tensor
 
 
-def affine_interval(op: AffineOp, lo: Tensor, hi: Tensor, rel: float,
-                    eps: float) -> tuple[Tensor, Tensor]:
-    """Return the interval of ``W x + b`` for x in ``[lo, hi]`` (each (B, n_in))."""
+def affine_interval(op: AffineOp, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Return a rigorous interval of ``W* x + b*`` for x in ``[lo, hi]`` (each (B, n_in)).
+
+    The box is written ``c +- r`` with r rounded up so that it contains ``[lo, hi]``; the
+    slack covers the rounding of ``W c + b`` and ``|W| r`` and the weights' own error
+    (``AffineOp.error_vector`` of the magnitude ``|c| + r``, which also carries the
+    ``gamma |W| (|c| + r)`` rounding of both products).
+    """
     center = (hi + lo) / 2
+    radius = rounding.enclosing_radius(lo, hi, center)
     mid = op.linear(center) + op.bias
-    rad = op.linear((hi - lo) / 2, absolute=True)
-    # |W| |c| <= rowsum|W| * max|c|: a cheap over-estimate of the magnitude for the margin.
-    mag = op.abs_rowsum * center.abs().amax(dim=1, keepdim=True)
-    slack = rad + (rel * (mag + rad + op.bias.abs()) + eps)
-    return mid - slack, mid + slack
+    rad = op.linear(radius, absolute=True)
+    # |W| (|c| + r) + |b| = |W| |c| + rad + |b|: one more product, not two.
+    size = op.linear(center.abs(), absolute=True) + rad + op.abs_bias
+    v = op.kappa_fwd * size + op.const_error(center.abs() + radius)
+    slack = (rad + 2.0 * v) * (1.0 + 8.0 * rounding.unit(lo.dtype))
+    return rounding.down(mid - slack), rounding.up(mid + slack)
 
 
 def nonlinear_interval(op: ReluOp | PoolOp, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
@@ -88,7 +97,6 @@ def slot_input_interval(net: BoundedNetwork, slot: int, lower: Sequence[Tensor],
 
     Starts from the bounds of the previous slot's input (``lower[slot-1]``), or the box.
     """
-    rel, eps, _ = net.margins
     if slot == 0:
         lo, hi, start = box_lo, box_hi, 0
     else:
@@ -99,7 +107,7 @@ def slot_input_interval(net: BoundedNetwork, slot: int, lower: Sequence[Tensor],
     end = net.slot_ops[slot] if slot < len(net.slot_ops) else len(net.ops)
     for op in net.ops[start:end]:
         assert isinstance(op, AffineOp)
-        lo, hi = affine_interval(op, lo, hi, rel, eps)
+        lo, hi = affine_interval(op, lo, hi)
     return lo, hi
 
 

@@ -1,34 +1,45 @@
-"""Backward linear relaxation (CROWN / DeepPoly), batched over nodes and rows.
+r"""Backward linear bounds (CROWN / DeepPoly, alpha- and beta-CROWN), in their dual form.
 
-A linear lower bound of R functions of the input of some layer is a pair ``(A, c)`` with
-``A`` (B, R, n) and ``c`` (B, R): ``f_r(h) >= A_r h + c_r`` for every feasible h. Walking the
-network backwards turns it into a bound in terms of the network input, which a box then
-concretises:
+Write the network as operations ``h_i = o_i(h_{i-1})`` with ``h_0 = x`` and a final affine
+layer whose outputs are the margins. A *linear bound* of R functions is built backwards: the
+coefficients ``a_i`` (B, R, n_i) of every ``h_i`` come from those of ``h_{i+1}``, and for ANY
+choice of these vectors the telescoping identity
 
-    min_{x in [lo, hi]} A x + c  =  A m + c - |A| r,   m = (hi + lo) / 2,  r = (hi - lo) / 2,
+.. math::
+    a_m^\top h_m = a_0^\top x + \sum_{i=1}^{m} \big(a_i^\top o_i(h_{i-1})
+                   - a_{i-1}^\top h_{i-1}\big)
 
-attained at the corner ``x = lo`` where ``A > 0`` and ``x = hi`` elsewhere (the *candidate*).
-A safety margin ``REL * (|A| (|m| + r) + |c|) + ABS`` is subtracted from every concretised bound.
+holds, so a lower bound of each term over the node's feasible set gives a lower bound of the
+margin. The relaxations below only *choose* the coefficients; the terms are then bounded
+exactly, which is what makes the result independent of how the coefficients were rounded:
 
-Through an affine layer ``h = W x + b``: ``A h + c = (A W) x + (A b + c)``.
+- affine ``h = W g + b`` with ``a_{i-1} = a_i W``: the term is ``a_i^\top b`` plus the rounding
+  of ``a_i W`` (and the error of the weights), bounded by ``|a_i| . v`` with v from
+  :meth:`~bnbver.bounds.prepared.AffineOp.error_vector`;
+- ReLU ``z = max(h, 0)`` with split-clamped bounds ``l <= h <= u``: with ``mu`` the coefficient
+  of z and ``nu`` that of h, the term is ``sum_j mu_j max(t_j, 0) - nu_j t_j`` over
+  ``t_j in [l_j, u_j]``: piecewise linear with one kink, so its exact minimum is the smallest
+  of its values at l, u and (if inside) 0;
+- max pool ``y = max_{j in w} x_j`` (DeepPoly): ``y >= x_k`` for ``k = argmax_j l_j``, ``y = x_k``
+  when ``l_k >= max_{j != k} u_j``, else ``y <= max_j u_j``; the term is the relaxation's
+  constant, up to the rounding of summing the coefficients of inputs shared by windows;
+- the input: ``min_{x in [lo, hi]} a_0 x = sum_j min(a_0j lo_j, a_0j hi_j)``, attained at the
+  corner ``x = lo`` where ``a_0 > 0`` and ``hi`` elsewhere (the *candidate*).
 
-Through a ReLU ``z = max(h, 0)`` with pre-activation bounds ``l <= h <= u`` (split-clamped),
-each coefficient takes the relaxation that is valid for its sign, ``A+ = max(A, 0)`` the lower
-one and ``A- = min(A, 0)`` the upper one:
+The ReLU coefficients follow CROWN: each coefficient takes the relaxation valid for its sign,
+``nu = mu+ alpha + mu- s`` with the lower slope ``alpha`` in [0, 1] (CROWN: 1 if ``u >= -l``
+else 0; alpha-CROWN optimises it) and the chord slope ``s = u / (u - l)``; stable and split
+neurons take 1 (active) or 0 (inactive), and beta-CROWN subtracts ``beta sigma`` for a split
+neuron of sign ``sigma`` (+1 active, -1 inactive). With the exact minimum every coefficient is
+valid, so beta needs no sign (classic beta-CROWN needs ``beta >= 0``); with CROWN's choices the
+minima equal the relaxations' intercepts, so the bound equals CROWN's in exact arithmetic, and
+with beta it is at least as tight. A child reusing its parent's coefficients gets a bound at
+least as high as its parent's (each minimum is over a smaller interval).
 
-- stable active (``l >= 0``) or split active: ``z = h``;
-- stable inactive (``u <= 0``) or split inactive: ``z = 0``;
-- unstable (``l < 0 < u``, not split): ``alpha h <= z <= s (h - l)`` with ``s = u / (u - l)``
-  and any ``alpha`` in [0, 1] (CROWN picks ``alpha = 1`` if ``u >= -l`` else 0).
-
-so ``A z >= (A+ alpha + A- s) h - A- s l``. beta-CROWN adds, for each split neuron with sign
-``sigma`` (+1 active: ``h >= 0``; -1 inactive: ``h <= 0``) and any ``beta >= 0``, the
-Lagrangian term ``- beta sigma h`` to the coefficient of ``h``: on the node's feasible set
-``beta sigma h >= 0``, so the bound stays valid for every ``beta >= 0`` (Wang et al., 2021).
-
-Through a max pool ``y = max_j x_j`` of one window with input bounds ``l_j, u_j`` (DeepPoly):
-``y >= x_k`` for ``k = argmax_j l_j``; ``y <= x_k`` when ``l_k >= max_{j != k} u_j`` (then
-``y = x_k`` exactly), else ``y <= max_j u_j``.
+Every bound carries ``err`` (B, R): an upper bound on what rounding (and the weights' recorded
+error) can have changed, accumulated per term as described in :mod:`bnbver.bounds.rounding`;
+:func:`concretize` subtracts it and rounds down. Bounds therefore hold in real arithmetic, in
+float32 as in float64.
 
 Shapes: B nodes (a leading 1 broadcasts over nodes), R rows, ``n`` the width of the layer the
 bound is currently expressed in, ``n_in`` the network input size.
@@ -42,69 +53,124 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bnbver.bounds import rounding
 from bnbver.bounds.prepared import AffineOp, BoundedNetwork, PoolOp, ReluOp
 
 # Largest number of elements of one batched coefficient tensor when bounding intermediate
 # neurons; the neurons are processed in chunks beyond it (memory, not speed).
 ROW_CHUNK_ELEMENTS = 1 << 25
 
+#: Per affine op (aligned with ``BoundedNetwork.ops``): its error vector (B, n_out) for the
+#: node batch (``AffineOp.error_vector`` of the op's input magnitude), None for other ops.
+ErrorVectors = Sequence[Tensor | None]
+
 
 @dataclass(frozen=True, eq=False)
 class ReluRelax:
-    """Relaxation of one ReLU layer for B nodes; every field is (B, 1, n_l).
+    """Relaxation of one ReLU layer for B nodes; the coefficient fields are (B, 1, n_l).
 
     Attributes:
         lower_fixed: lower slope of stable and split neurons (1 active, 0 otherwise).
         lower_crown: the CROWN lower slope of every neuron (the alpha default).
         unstable: 1.0 for unstable free neurons (where alpha applies), else 0.0.
         upper_slope: upper slope ``s`` (1 active, 0 inactive, ``u / (u - l)`` unstable).
-        upper_icpt: upper intercept ``-s l`` (0 unless unstable).
         sign: split sign as a float (+1, -1, 0), or None when no neuron is split.
+        lo, hi: the split-clamped pre-activation bounds.
+        icpt_mag: (B, n_l, 2): the chord's intercept ``-s l`` (0 unless unstable) and
+            ``max(|l|, |u|)`` where a neuron's term can be nonzero (unstable or split; a
+            stable free neuron's term is exactly 0), for the error term.
+        out_mag: (B, n_l) bound on the output ``|z|`` (``max(u, 0)``).
+        split_box: (B, n_l, 2): ``l`` and ``u - l`` of split neurons (0 elsewhere).
+        chord: the chord slope of the parent's (unclamped) bounds where they straddle 0, for
+            seeding the multipliers of freshly split neurons.
+        gamma: the relative error factor of this layer's terms.
     """
 
     lower_fixed: Tensor
     lower_crown: Tensor
     unstable: Tensor
     upper_slope: Tensor
-    upper_icpt: Tensor
     sign: Tensor | None
+    lo: Tensor
+    hi: Tensor
+    icpt_mag: Tensor
+    out_mag: Tensor
+    split_box: Tensor
+    chord: Tensor
+    gamma: float
 
 
 @dataclass(frozen=True, eq=False)
 class PoolRelax:
-    """Relaxation of one max pool for B nodes; every field is (B, 1, n_out).
+    """Relaxation of one max pool for B nodes; the first three fields are (B, 1, n_out).
 
     Attributes:
         index: long flat input index of the window's largest lower bound.
         exact: 1.0 where that input dominates the window (``y = x_k``), else 0.0.
         const: the constant upper bound ``max_j u_j``.
+        win_mag: (B, n_out, 1) largest input magnitude of each window (error term).
+        out_mag: (B, n_out) bound on ``|y|``.
+        gamma: the relative error factor of this layer's terms.
     """
 
     index: Tensor
     exact: Tensor
     const: Tensor
+    win_mag: Tensor
+    out_mag: Tensor
+    gamma: float
 
 
 Relax = ReluRelax | PoolRelax
 
 
-def relu_relax(lo: Tensor, hi: Tensor, split: Tensor | None) -> ReluRelax:
-    """Return the relaxation of a ReLU layer from bounds (B, n_l) and splits (B, n_l)."""
+@dataclass(frozen=True, eq=False)
+class Linear:
+    """A rigorous linear lower bound ``f(h) >= a h + bias - err`` for every feasible h.
+
+    Attributes:
+        a: (B or 1, R, n) coefficients of h.
+        bias: (B or 1, R) constant.
+        err: (B or 1, R) non-negative rounding allowance (detached).
+    """
+
+    a: Tensor
+    bias: Tensor
+    err: Tensor
+
+
+def relu_relax(lo: Tensor, hi: Tensor, split: Tensor | None, gamma: float,
+               parent: tuple[Tensor, Tensor] | None = None) -> ReluRelax:
+    """Return the relaxation of a ReLU layer from clamped bounds (B, n_l) and splits (B, n_l).
+
+    ``parent`` (the parent node's bounds of this layer, before this node's new split) gives
+    the chord slope used to seed freshly split neurons.
+    """
     if split is None:
         split = torch.zeros_like(lo, dtype=torch.int8)
     active = (split > 0) | ((split == 0) & (lo >= 0))
     unstable = (split == 0) & (lo < 0) & (hi > 0)
     width = torch.where(unstable, hi - lo, torch.ones_like(lo))
     slope_u = torch.where(unstable, hi / width, active.to(lo.dtype))
-    icpt = torch.where(unstable, -slope_u * lo, torch.zeros_like(lo))
     fixed = active.to(lo.dtype)
     crown = torch.where(unstable, (hi >= -lo).to(lo.dtype), fixed)
     sign = split.to(lo.dtype).unsqueeze(1) if bool((split != 0).any()) else None
+    p_lo, p_hi = parent if parent is not None else (lo, hi)
+    straddle = (p_lo < 0) & (p_hi > 0)
+    chord = torch.where(straddle, p_hi / torch.where(straddle, p_hi - p_lo, 1.0),
+                        (p_lo >= 0).to(lo.dtype))
+    icpt = torch.where(unstable, -slope_u * lo, torch.zeros_like(lo))
+    is_split = split != 0
+    split_box = torch.stack([torch.where(is_split, lo, 0.0),
+                             torch.where(is_split, hi - lo, 0.0)], 2)
+    mag = torch.where(unstable | (split != 0), rounding.box_magnitude(lo, hi), 0.0)
     return ReluRelax(fixed.unsqueeze(1), crown.unsqueeze(1), unstable.to(lo.dtype).unsqueeze(1),
-                     slope_u.unsqueeze(1), icpt.unsqueeze(1), sign)
+                     slope_u.unsqueeze(1), sign, lo.unsqueeze(1), hi.unsqueeze(1),
+                     torch.stack([icpt, mag], 2), hi.clamp(min=0), split_box,
+                     chord.unsqueeze(1), gamma)
 
 
-def pool_relax(op: PoolOp, lo: Tensor, hi: Tensor) -> PoolRelax:
+def pool_relax(op: PoolOp, lo: Tensor, hi: Tensor, gamma: float) -> PoolRelax:
     """Return the DeepPoly relaxation of a max pool from input bounds (B, n_in)."""
     pad = lo.new_full((lo.shape[0], 1), -torch.inf)
     lo_w = torch.cat([lo, pad], 1)[:, op.windows]
@@ -113,37 +179,93 @@ def pool_relax(op: PoolOp, lo: Tensor, hi: Tensor) -> PoolRelax:
     others = hi_w.scatter(2, arg.unsqueeze(2), -torch.inf).amax(dim=2)
     exact = (best_lo >= others).to(lo.dtype)
     index = op.windows[torch.arange(op.out_size, device=lo.device).unsqueeze(0), arg]
-    return PoolRelax(index.unsqueeze(1), exact.unsqueeze(1), hi_w.amax(dim=2).unsqueeze(1))
+    mag = torch.cat([rounding.box_magnitude(lo, hi), lo.new_zeros((lo.shape[0], 1))], 1)
+    win_mag = mag[:, op.windows].amax(dim=2)
+    top = hi_w.amax(dim=2)
+    out_mag = torch.maximum(best_lo.abs(), top.abs())
+    return PoolRelax(index.unsqueeze(1), exact.unsqueeze(1), top.unsqueeze(1),
+                     win_mag.unsqueeze(2), out_mag, gamma)
 
 
-def relu_backward(a: Tensor, bias: Tensor, rx: ReluRelax, alpha: Tensor | None = None,
-                  beta: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Move a lower bound (A, c) from a ReLU output to its input.
+def _weighted(c: Tensor, mag: Tensor) -> Tensor:
+    """Return ``|c| . mag`` per row: c (B or 1, R, n), mag (B, n, k) -> (B, R) (k = 1) or
+    (B, R, k)."""
+    out = torch.matmul(c.detach().abs(), mag)
+    return out.squeeze(2) if mag.shape[2] == 1 else out
+
+
+def _add(bias: Tensor, err: Tensor, term: Tensor, unit: float) -> tuple[Tensor, Tensor]:
+    """Add ``term`` to the running constant; the addition's rounding goes into ``err``."""
+    bias = bias + term
+    return bias, err + 2.0 * unit * bias.detach().abs()
+
+
+def affine_backward(op: AffineOp, lin: Linear, v: Tensor | None, unit: float) -> Linear:
+    """Move a bound from the output of an affine op to its input.
+
+    ``v`` is the op's error vector, or None when the ReLU step just before (in backward
+    order) has already charged ``|a| . v`` (:func:`relu_backward`).
+    """
+    bias, err = _add(lin.bias, lin.err, lin.a @ op.bias, unit)
+    if v is not None:
+        err = err + _weighted(lin.a, v.unsqueeze(2))
+    return Linear(op.backward(lin.a), bias, err)
+
+
+def relu_backward(lin: Linear, rx: ReluRelax, unit: float, alpha: Tensor | None = None,
+                  beta: Tensor | None = None, v_prev: Tensor | None = None) -> Linear:
+    """Move a lower bound from a ReLU output to its input (see the module docstring).
+
+    With CROWN's coefficients (``alpha`` in [0, 1], the chord for negative ``mu``) each
+    unsplit neuron's exact minimum is the relaxation's intercept ``min(mu, 0) (-s l)`` up to
+    a few roundings of ``mu`` (``gamma |mu| max(|l|, |u|)`` covers them and the sum), and a
+    stable one's is exactly 0. A split neuron of sign sigma with multiplier beta has
+    ``mu f - nu = beta sigma`` (f its fixed slope), so its minimum over ``[l, u]`` is
+    ``min(beta sigma l, beta sigma u)``, whatever the sign of beta.
 
     Args:
-        a: (B, R, n_l) coefficients of the ReLU output.
-        bias: (B, R) constant.
+        lin: the bound; ``lin.a`` (B, R, n_l) are the coefficients ``mu`` of the ReLU output.
         rx: the layer's relaxation.
+        unit: the unit roundoff.
         alpha: (B, R, n_l) lower slopes in [0, 1] of unstable neurons, or None for CROWN's.
-        beta: (B, R, n_l) multipliers >= 0 of the split constraints, or None.
+        beta: (B, R, n_l) split multipliers (any sign), or None.
+        v_prev: (B, n_l) error vector of the affine op feeding this ReLU, or None. Given,
+            its term ``|nu| . v_prev`` is charged here (as ``(|mu| + |beta|) . v_prev``,
+            since ``|nu| <= |mu|`` without beta) in the same products, and the affine step
+            must not charge it again.
 
     Returns:
-        The coefficients of the pre-activation and the new constant.
+        The bound in terms of the pre-activation.
     """
-    # pos * slope + neg * upper == a * slope + neg * (upper - slope): two passes over the
-    # (B, R, n_l) coefficients instead of five, and the intercepts by one batched matmul
-    # (about 5x faster on ACAS Xu batches, which are bandwidth-bound on the CPU).
+    a = lin.a
     neg = a.clamp(max=0)
     slope = rx.lower_crown if alpha is None else rx.lower_fixed + rx.unstable * alpha
-    out = torch.addcmul(a * slope, neg, rx.upper_slope - slope)
-    bias = bias + torch.matmul(neg, rx.upper_icpt.transpose(1, 2)).squeeze(2)
+    nu = torch.addcmul(a * slope, neg, rx.upper_slope - slope)
+    # One column for both error terms: gamma |mu| . m + |mu| . v = gamma |mu| . (m + v / gamma).
+    cols = rx.icpt_mag if v_prev is None else torch.stack(
+        [rx.icpt_mag[:, :, 0], rx.icpt_mag[:, :, 1] + v_prev / rx.gamma], 2)
+    parts = torch.matmul(neg, cols)
+    abs_a = torch.matmul(a.detach(), cols[:, :, 1:]) - 2.0 * parts[..., 1:].detach()
+    bias, err = _add(lin.bias, lin.err, parts[..., 0], unit)
+    err = err + rx.gamma * abs_a.squeeze(2)
     if beta is not None and rx.sign is not None:
-        out = out - beta * rx.sign
-    return out, bias
+        bs = beta * rx.sign
+        nu = nu - bs
+        # sum_j min(bs_j l_j, bs_j u_j) = bs . l + min(bs, 0) . (u - l), and
+        # |bs| . m = bs . m - 2 min(bs, 0) . m, in two products.
+        lo_m = torch.cat([rx.split_box[:, :, :1], cols[:, :, 1:]], 2)
+        wid_m = torch.cat([rx.split_box[:, :, 1:], cols[:, :, 1:]], 2)
+        p_all = torch.matmul(bs, lo_m)
+        p_neg = torch.matmul(bs.clamp(max=0), wid_m)
+        bias, err = _add(bias, err, p_all[..., 0] + p_neg[..., 0], unit)
+        abs_bs = p_all[..., 1].detach() - 2.0 * p_neg[..., 1].detach()
+        err = err + rx.gamma * abs_bs
+    return Linear(nu, bias, err)
 
 
-def pool_backward(op: PoolOp, a: Tensor, bias: Tensor, px: PoolRelax) -> tuple[Tensor, Tensor]:
-    """Move a lower bound (A (B, R, n_out), c (B, R)) from a max pool output to its input."""
+def pool_backward(op: PoolOp, lin: Linear, px: PoolRelax, unit: float) -> Linear:
+    """Move a lower bound from a max pool output (B, R, n_out) to its input."""
+    a = lin.a
     pos = a.clamp(min=0)
     neg = a - pos
     coef = pos + neg * px.exact
@@ -152,45 +274,45 @@ def pool_backward(op: PoolOp, a: Tensor, bias: Tensor, px: PoolRelax) -> tuple[T
     index = px.index.expand(n_b, coef.shape[1], -1)
     out = coef.new_zeros((n_b, coef.shape[1], op.in_size + 1))
     out = out.scatter_add(2, index, coef)[:, :, :op.in_size]
-    bias = bias + (neg * (1 - px.exact) * px.const).sum(dim=2)
-    return out, bias
+    const = (neg * (1 - px.exact) * px.const).sum(dim=2)
+    bias, err = _add(lin.bias, lin.err, const, unit)
+    return Linear(out, bias, err + px.gamma * _weighted(a, px.win_mag))
 
 
 def seeded_beta(a: Tensor, rx: ReluRelax, alpha: Tensor, beta: Tensor | None) -> Tensor | None:
-    """Return ``beta`` with the zero multipliers of split neurons set to reproduce the
-    unsplit relaxation ``alpha h`` of that neuron (where the coefficient ``a`` of its output
-    is positive; with ``a <= 0`` zero already does at least as well).
+    """Return ``beta`` with the zero multipliers of split neurons set so that the neuron's
+    coefficient is the one its unsplit relaxation gave: ``mu+ alpha + mu- s`` with ``s`` the
+    parent's chord slope.
 
-    A freshly split neuron keeps multiplier 0 from its parent, so a child's first bound
-    drops the parent's term ``a alpha h`` (inactive child: ``z = 0``) or ``a (1 - alpha) h``
-    too much (active child: ``z = h``) and can start below its parent's bound: on mnist_fc
-    256x6 the worst row then never improved in 18 levels. With ``beta = a alpha`` (inactive,
-    coefficient ``+beta h``) or ``a (1 - alpha)`` (active, ``a h - beta h``) the child's
-    coefficient of ``h`` is the parent's ``a alpha``: any ``beta >= 0`` keeps the bound
-    valid, so this is only a better start. It costs one backward pass per bound call, about
-    1 / (iterations + 1) of beta-CROWN's work (256x4 prop_3_0.05, 78 s side by side: 5,181
-    nodes seeded vs 5,201 not).
+    A freshly split neuron keeps multiplier 0 from its parent, so the child's coefficient of
+    ``h`` would be ``mu`` (active) or 0 (inactive) instead of the parent's. With the seed the
+    child starts from the parent's coefficients, and since each of its terms is a minimum over
+    a sub-interval of the parent's, its first bound is at least its parent's (row by row, when
+    the other layers' bounds are the parent's). Any beta is valid; this is only a better start.
     """
     if beta is None or rx.sign is None:
         return beta
     pos = a.clamp(min=0).expand_as(beta)
-    seed = pos * torch.where(rx.sign < 0, alpha, 1.0 - alpha)
+    neg = a.clamp(max=0).expand_as(beta)
+    active = rx.sign > 0
+    seed = (pos * torch.where(active, 1.0 - alpha, alpha)
+            + neg * torch.where(active, 1.0 - rx.chord, rx.chord))
     return torch.where((beta == 0) & (rx.sign != 0), seed, beta)
 
 
-def backward(net: BoundedNetwork, start: int, a: Tensor, bias: Tensor,
-             relax: Sequence[Relax], alpha: Sequence[Tensor] | None = None,
+def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax],
+             errs: ErrorVectors, alpha: Sequence[Tensor] | None = None,
              beta: Sequence[Tensor | None] | None = None,
              record: list[Tensor | None] | None = None,
-             seed_beta: bool = False) -> tuple[Tensor, Tensor]:
-    """Propagate a lower bound (A, c) on the output of ``ops[start]`` back to the input.
+             seed_beta: bool = False) -> Linear:
+    """Propagate a lower bound on the output of ``ops[start]`` back to the input.
 
     Args:
         net: the prepared network.
-        start: index of the operation whose output ``a`` (B, R, n) multiplies.
-        a: coefficients; bias: (B, R) constant.
-        bias: (B, R) constant.
+        start: index of the operation whose output ``lin.a`` (B, R, n) multiplies.
+        lin: the bound on that output (coefficients, constant, rounding allowance so far).
         relax: relaxation of every slot up to ``start``.
+        errs: the batch's error vectors (:data:`ErrorVectors`) for the ops up to ``start``.
         alpha: per ReLU layer (B, R, n_l) lower slopes, or None for CROWN's.
         beta: per ReLU layer (B, R, n_l) split multipliers (None entries: zero), or None.
         record: when given (one entry per ReLU layer), receives the coefficients of each
@@ -199,40 +321,60 @@ def backward(net: BoundedNetwork, start: int, a: Tensor, bias: Tensor,
             neuron by :func:`seeded_beta` on the way (see there); needs ``alpha``.
 
     Returns:
-        ``(A_in (B, R, n_in), c (B, R))``.
+        The bound in terms of the network input.
     """
-    for op in net.ops[start::-1] if start >= 0 else ():
+    unit = net.unit
+    charged = False
+    for i in range(start, -1, -1):
+        op = net.ops[i]
         if isinstance(op, AffineOp):
-            bias = bias + a @ op.bias
-            a = op.backward(a)
+            lin = affine_backward(op, lin, None if charged else errs[i], unit)
+            charged = False
         elif isinstance(op, ReluOp):
             rx = relax[op.slot]
             assert isinstance(rx, ReluRelax)
             if record is not None:
-                record[op.layer] = a
+                record[op.layer] = lin.a
             if seed_beta and beta is not None and alpha is not None:
                 assert isinstance(beta, list)
-                beta[op.layer] = seeded_beta(a, rx, alpha[op.layer], beta[op.layer])
-            a, bias = relu_backward(a, bias, rx, None if alpha is None else alpha[op.layer],
-                                    None if beta is None else beta[op.layer])
+                beta[op.layer] = seeded_beta(lin.a, rx, alpha[op.layer], beta[op.layer])
+            v_prev = errs[i - 1] if i > 0 and isinstance(net.ops[i - 1], AffineOp) else None
+            lin = relu_backward(lin, rx, unit, None if alpha is None else alpha[op.layer],
+                                None if beta is None else beta[op.layer], v_prev)
+            charged = v_prev is not None
         else:
             px = relax[op.slot]
             assert isinstance(px, PoolRelax)
-            a, bias = pool_backward(op, a, bias, px)
-    return a, bias
+            lin = pool_backward(op, lin, px, unit)
+            charged = False
+    return lin
 
 
-def concretize(net: BoundedNetwork, a: Tensor, bias: Tensor, lo: Tensor,
-               hi: Tensor) -> Tensor:
-    """Return ``min_{x in [lo, hi]} A x + c`` minus the safety margin, (B, R)."""
-    rel, eps, _ = net.margins
-    center = ((hi + lo) / 2).unsqueeze(2)
-    radius = ((hi - lo) / 2).unsqueeze(2)
-    mid = (a @ center).squeeze(2)
-    spread = a.abs() @ torch.cat([radius, center.abs()], 2)
-    rad = spread[..., 0]
-    mag = spread[..., 1].detach()
-    return bias + mid - rad - (rel * (mag + rad.detach() + bias.detach().abs()) + eps)
+def concretize(net: BoundedNetwork, lin: Linear, lo: Tensor,
+               hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Return the rigorous ``min_{x in [lo, hi]}`` of a bound, and its constant.
+
+    Returns:
+        ``(lower (B, R), const (B, R))``: ``lower`` is rounded down and holds in real
+        arithmetic; ``a x + const <= f(x)`` for every x in the box (``const`` is the bound's
+        constant minus its rounding allowance, for input-domain clipping).
+    """
+    b = lo.shape[0]
+    a = lin.a.expand(b, -1, -1)
+    mag = rounding.box_magnitude(lo, hi)
+    # a . hi + max(a, 0) . (lo - hi) is the box minimum; |a| . m = 2 max(a, 0) . m - a . m.
+    p_all = torch.matmul(a, torch.stack([hi, mag], 2))
+    p_pos = torch.matmul(a.clamp(min=0), torch.stack([lo - hi, mag], 2))
+    total = lin.bias + p_all[..., 0] + p_pos[..., 0]
+    abs_a = 2.0 * p_pos[..., 1].detach() - p_all[..., 1].detach()
+    scale = net.err_scale
+    base = lin.err.detach() * scale
+    eta = rounding.ETA[net.dtype] * net.longest_product * 4
+    err = (base + (net.gamma(net.input_size + 4) * abs_a
+                   + 2.0 * net.unit * total.detach().abs()) * scale) + eta
+    lower = rounding.down(total - err)
+    const = rounding.down(lin.bias.detach() - base - eta)
+    return lower, const.expand(b, -1)
 
 
 def corner(a: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
@@ -240,34 +382,40 @@ def corner(a: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return torch.where(a > 0, lo, hi)
 
 
-def final_start(net: BoundedNetwork) -> tuple[int, Tensor, Tensor]:
-    """Return ``(start, A (1, R, n), c (1, R))``: the margins before the last layer."""
+def final_start(net: BoundedNetwork, errs: ErrorVectors) -> tuple[int, Linear]:
+    """Return ``(start, bound)``: the margins as a linear function of the last layer's input."""
     op = net.ops[-1]
-    assert isinstance(op, AffineOp) and op.conv is None
-    return len(net.ops) - 2, op.weight.unsqueeze(0), op.bias.unsqueeze(0)
+    v = errs[len(net.ops) - 1]
+    assert isinstance(op, AffineOp) and op.conv is None and v is not None
+    return len(net.ops) - 2, Linear(op.weight.unsqueeze(0), op.bias.unsqueeze(0), v)
 
 
-def crown_rows(net: BoundedNetwork, lo: Tensor, hi: Tensor,
-               relax: Sequence[Relax]) -> tuple[Tensor, Tensor]:
-    """Return CROWN lower bounds of the margins (B, R) and their coefficients (B, R, n_in)."""
-    start, a, bias = final_start(net)
-    a, bias = backward(net, start, a, bias, relax)
-    a = a.expand(lo.shape[0], -1, -1)
-    return concretize(net, a, bias, lo, hi), a
+def crown_rows(net: BoundedNetwork, lo: Tensor, hi: Tensor, relax: Sequence[Relax],
+               errs: ErrorVectors) -> tuple[Tensor, Tensor, Tensor]:
+    """Return CROWN lower bounds of the margins (B, R), their input coefficients
+    (B, R, n_in) and constants (B, R)."""
+    start, lin = final_start(net, errs)
+    lin = backward(net, start, lin, relax, errs)
+    lower, const = concretize(net, lin, lo, hi)
+    return lower, lin.a.expand(lo.shape[0], -1, -1), const
 
 
-def slot_start(net: BoundedNetwork, slot: int,
-               index: Tensor) -> tuple[int, Tensor, Tensor]:
-    """Return ``(start, A (1, 2K, n), c (1, 2K))`` bounding ``+h_k`` and ``-h_k``.
+def slot_start(net: BoundedNetwork, slot: int, index: Tensor,
+               errs: ErrorVectors) -> tuple[int, Linear]:
+    """Return ``(start, bound)`` with rows ``+h_k`` and ``-h_k`` (R = 2K) in terms of the input
+    of the affine op feeding ``slot``.
 
     ``h`` is the input of ``slot`` and ``k`` runs over ``index`` (K neurons); the lower bound
     of ``-h_k`` is minus the upper bound of ``h_k``.
     """
     p = net.slot_ops[slot] - 1
     op = net.ops[p]
-    assert isinstance(op, AffineOp)
+    v = errs[p]
+    assert isinstance(op, AffineOp) and v is not None
     w, b = op.rows(index)
-    return p - 1, torch.cat([w, -w], 0).unsqueeze(0), torch.cat([b, -b], 0).unsqueeze(0)
+    e = v.index_select(1, index)
+    return p - 1, Linear(torch.cat([w, -w], 0).unsqueeze(0), torch.cat([b, -b], 0).unsqueeze(0),
+                         torch.cat([e, e], 1))
 
 
 def chunk_size(net: BoundedNetwork, slot: int, batch: int) -> int:
@@ -278,16 +426,17 @@ def chunk_size(net: BoundedNetwork, slot: int, batch: int) -> int:
 
 
 def crown_slot(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Tensor,
-               relax: Sequence[Relax]) -> tuple[Tensor, Tensor]:
+               relax: Sequence[Relax], errs: ErrorVectors) -> tuple[Tensor, Tensor]:
     """Return CROWN bounds (B, K) of the input neurons ``index`` of ``slot``.
 
     Args:
         net: the prepared network.
         slot: the nonlinear slot; its input must be the output of an affine layer.
         index: (K,) long neuron indices.
-        lo: (B, n_in) box lower corners; hi: upper corners.
+        lo: (B, n_in) box lower corners.
         hi: (B, n_in) box upper corners.
         relax: relaxations of the slots before ``slot``.
+        errs: the batch's error vectors of the ops before ``slot``.
 
     Returns:
         ``(lower, upper)``, each (B, K).
@@ -295,9 +444,8 @@ def crown_slot(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Te
     step = chunk_size(net, slot, lo.shape[0])
     lows, ups = [], []
     for part in torch.split(index, step):
-        start, a, bias = slot_start(net, slot, part)
-        a, bias = backward(net, start, a, bias, relax)
-        lb = concretize(net, a.expand(lo.shape[0], -1, -1), bias, lo, hi)
+        start, lin = slot_start(net, slot, part, errs)
+        lb, _ = concretize(net, backward(net, start, lin, relax, errs), lo, hi)
         k = part.numel()
         lows.append(lb[:, :k])
         ups.append(-lb[:, k:])
@@ -305,7 +453,7 @@ def crown_slot(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Te
 
 
 def crown_slot_per_node(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Tensor,
-                        relax: Sequence[Relax]) -> tuple[Tensor, Tensor]:
+                        relax: Sequence[Relax], errs: ErrorVectors) -> tuple[Tensor, Tensor]:
     """Return CROWN bounds (B, K) of each node's own neurons ``index`` (B, K) of ``slot``.
 
     Like :func:`crown_slot`, but every node bounds its own K neurons rather than all nodes
@@ -314,14 +462,16 @@ def crown_slot_per_node(net: BoundedNetwork, slot: int, index: Tensor, lo: Tenso
     """
     p = net.slot_ops[slot] - 1
     op = net.ops[p]
-    assert isinstance(op, AffineOp) and op.conv is None
+    v = errs[p]
+    assert isinstance(op, AffineOp) and op.conv is None and v is not None
     step = chunk_size(net, slot, lo.shape[0])
     lows, ups = [], []
     for part in torch.split(index, step, dim=1):
         w = op.weight[part]  # (B, k, n_prev)
         b = op.bias[part]
-        a, bias = backward(net, p - 1, torch.cat([w, -w], 1), torch.cat([b, -b], 1), relax)
-        lb = concretize(net, a, bias, lo, hi)
+        e = v.gather(1, part)
+        lin = Linear(torch.cat([w, -w], 1), torch.cat([b, -b], 1), torch.cat([e, e], 1))
+        lb, _ = concretize(net, backward(net, p - 1, lin, relax, errs), lo, hi)
         k = part.shape[1]
         lows.append(lb[:, :k])
         ups.append(-lb[:, k:])

@@ -5,16 +5,21 @@ for every ``alpha`` in [0, 1] (lower slopes of unstable ReLUs) and every ``beta 
 (multipliers of the split constraints). Each (node, row) pair has its own parameters, so the
 rows decouple and ascending ``sum L`` ascends every bound at once. Each step is an Adam step on
 ``-sum L`` followed by the projection ``alpha := clip(alpha, 0, 1)``, ``beta := max(beta, 0)``.
+Any beta gives a valid bound (each neuron's term is taken at its exact minimum,
+:mod:`bnbver.bounds.linear`), so the seeded start may be negative; the projection is only
+the search domain: on mnist_fc 256x4 children it gave better bounds than free signs
+(results/soundness.md).
 Because every iterate is valid, the engine keeps, per (node, row), the best bound seen and the
-parameters that gave it (the warm start of the node's children). The first iterate uses the
-given start (the parent's parameters, or CROWN's slopes and ``beta = 0``), so the result is
-never looser than that start.
+parameters that gave it (the warm start of the node's children), and can stop at a deadline
+with the best so far. The first iterate uses the given start (the parent's parameters, or
+CROWN's slopes and ``beta = 0``), so the result is never looser than that start.
 
 Shapes: B nodes, R rows, ``n_l`` ReLU layer sizes, ``n_in`` the input size.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +27,7 @@ import torch
 from torch import Tensor
 
 from bnbver.bounds.adam import Adam
-from bnbver.bounds.linear import Relax, ReluRelax, backward, concretize
+from bnbver.bounds.linear import ErrorVectors, Linear, Relax, ReluRelax, backward, concretize
 from bnbver.bounds.prepared import BoundedNetwork
 from bnbver.bounds.types import BoundsOptions
 
@@ -37,12 +42,14 @@ class Optimized:
         beta: per ReLU layer (B, R, n_l) or None (layer without splits), or None.
         coeffs: (B, R, n_in) the best bound's input coefficients ``A`` (its minimising
             corner is ``lo`` where ``A > 0``, ``hi`` elsewhere).
+        const: (B, R) its constant: ``A x + const`` is below the function on the box.
     """
 
     lower: Tensor
     alpha: tuple[Tensor, ...]
     beta: tuple[Tensor | None, ...] | None
     coeffs: Tensor
+    const: Tensor
 
 
 def initial_alpha(relax: Sequence[Relax], relu_slots: Sequence[int], batch: int,
@@ -76,30 +83,32 @@ def _keep_best(better: Tensor, new: Tensor, old: Tensor) -> Tensor:
     return torch.where(better.unsqueeze(2), new.detach(), old)
 
 
-def optimize(net: BoundedNetwork, start: int, a0: Tensor, b0: Tensor, lo: Tensor, hi: Tensor,
-             relax: Sequence[Relax], alpha0: Sequence[Tensor],
-             beta0: Sequence[Tensor | None] | None, options: BoundsOptions) -> Optimized:
-    """Maximise the lower bound of ``a0 h + b0`` (h: output of ``ops[start]``) over alpha, beta.
+def optimize(net: BoundedNetwork, start: int, lin0: Linear, lo: Tensor, hi: Tensor,
+             relax: Sequence[Relax], errs: ErrorVectors, alpha0: Sequence[Tensor],
+             beta0: Sequence[Tensor | None] | None, options: BoundsOptions,
+             deadline: float | None = None) -> Optimized:
+    """Maximise the lower bound of ``lin0`` (on the output of ``ops[start]``) over alpha, beta.
 
     Args:
         net: the prepared network.
-        start: index of the op whose output ``a0`` multiplies.
-        a0: (1 or B, R, n) initial coefficients.
-        b0: (1 or B, R) initial constant.
+        start: index of the op whose output ``lin0.a`` multiplies.
+        lin0: the starting bound: (1 or B, R, n) coefficients, constant and allowance.
         lo: (B, n_in) box lower corners.
         hi: (B, n_in) box upper corners.
         relax: relaxations of the slots before ``start``.
+        errs: the batch's error vectors.
         alpha0: per ReLU layer traversed, (B, R, n_l) starting slopes in [0, 1].
-        beta0: per ReLU layer, (B, R, n_l) starting multipliers >= 0 or None; None disables
+        beta0: per ReLU layer, (B, R, n_l) starting multipliers or None; None disables
             beta (alpha-CROWN).
         options: iterations and step sizes.
+        deadline: absolute monotonic time after which no further step is taken.
 
     Returns:
         The best bounds and parameters.
     """
     if beta0 is not None and options.seed_beta:
         beta0 = list(beta0)
-        backward(net, start, a0, b0, relax, alpha0, beta0, seed_beta=True)
+        backward(net, start, lin0, relax, errs, alpha0, beta0, seed_beta=True)
     alpha = [t.detach().clone().requires_grad_(True) for t in alpha0]
     beta = None if beta0 is None else [
         None if t is None else t.detach().clone().requires_grad_(True) for t in beta0]
@@ -108,40 +117,59 @@ def optimize(net: BoundedNetwork, start: int, a0: Tensor, b0: Tensor, lo: Tensor
     if betas:
         groups.append((betas, options.lr_beta))
     opt = Adam(groups, decay=options.lr_decay)
-    best: Tensor | None = None
-    best_alpha: list[Tensor] = []
-    best_beta: list[Tensor | None] = []
-    coeffs = lo.new_zeros(0)
+    best: _Best | None = None
     for it in range(options.iterations + 1):
         with torch.enable_grad():
-            a, bias = backward(net, start, a0, b0, relax, alpha, beta)
-            a = a.expand(lo.shape[0], -1, -1)
-            lb = concretize(net, a, bias, lo, hi)
+            lin = backward(net, start, lin0, relax, errs, alpha, beta)
+            lb, const = concretize(net, lin, lo, hi)
         with torch.no_grad():
-            if best is None:
-                best, coeffs = lb.detach().clone(), a.detach().clone()
-                best_alpha = [t.detach().clone() for t in alpha]
-                best_beta = [None if t is None else t.detach().clone() for t in beta or []]
-            else:
-                better = lb.detach() > best
-                best = torch.maximum(best, lb.detach())
-                coeffs = torch.where(better.unsqueeze(2), a.detach(), coeffs)
-                best_alpha = [_keep_best(better, t, o) for t, o in zip(alpha, best_alpha,
-                                                                     strict=True)]
-                best_beta = [None if t is None or o is None else _keep_best(better, t, o)
-                             for t, o in zip(beta or [], best_beta, strict=True)]
-        if it == options.iterations or bool((best > 0).all()) or not lb.requires_grad:
+            best = _Best.first(lb, lin, const, alpha, beta) if best is None else best.update(
+                lb, lin, const, alpha, beta)
+        out_of_time = deadline is not None and time.monotonic() >= deadline
+        if (it == options.iterations or bool((best.lower > 0).all()) or not lb.requires_grad
+                or out_of_time):
             break
         _step(opt, lb, alpha, betas)
     assert best is not None
-    return Optimized(best, tuple(best_alpha), None if beta is None else tuple(best_beta),
-                     coeffs)
+    return Optimized(best.lower, tuple(best.alpha), None if beta is None else tuple(best.beta),
+                     best.coeffs, best.const)
+
+
+@dataclass(frozen=True, eq=False)
+class _Best:
+    """The best bound per (node, row) over the iterates, and what produced it (detached)."""
+
+    lower: Tensor
+    coeffs: Tensor
+    const: Tensor
+    alpha: list[Tensor]
+    beta: list[Tensor | None]
+
+    @staticmethod
+    def first(lb: Tensor, lin: Linear, const: Tensor, alpha: Sequence[Tensor],
+              beta: Sequence[Tensor | None] | None) -> _Best:
+        coeffs = lin.a.detach().expand(lb.shape[0], -1, -1).clone()
+        return _Best(lb.detach().clone(), coeffs, const.detach().clone(),
+                     [t.detach().clone() for t in alpha],
+                     [None if t is None else t.detach().clone() for t in beta or []])
+
+    def update(self, lb: Tensor, lin: Linear, const: Tensor, alpha: Sequence[Tensor],
+               beta: Sequence[Tensor | None] | None) -> _Best:
+        better = lb.detach() > self.lower
+        coeffs = lin.a.detach().expand(lb.shape[0], -1, -1)
+        return _Best(
+            torch.maximum(self.lower, lb.detach()),
+            torch.where(better.unsqueeze(2), coeffs, self.coeffs),
+            torch.where(better, const.detach(), self.const),
+            [_keep_best(better, t, o) for t, o in zip(alpha, self.alpha, strict=True)],
+            [None if t is None or o is None else _keep_best(better, t, o)
+             for t, o in zip(beta or [], self.beta, strict=True)])
 
 
 def _step(opt: Adam, lb: Tensor, alpha: Sequence[Tensor], betas: Sequence[Tensor]) -> None:
     """Take one Adam step on ``-sum lb`` and project alpha to [0, 1] and beta to >= 0."""
     with torch.enable_grad():
-        torch.autograd.backward(-lb.sum())
+        torch.autograd.backward(-lb.where(torch.isfinite(lb), 0.0).sum())
     opt.step()
     with torch.no_grad():
         for t in alpha:

@@ -14,6 +14,11 @@ last affine layer: if the network ends with ``y = W h + b`` the prepared network
 ``C W h + (C b - d)``, so bounding its output bounds the margins ``C y - d`` directly (a network
 that does not end with a dense layer gets an extra ``Dense(C, -d)``).
 
+Every op also carries what :mod:`bnbver.bounds.rounding` needs to make its bounds rigorous:
+the relative error ``w_rel`` of the weights used against the IR's float64 weights (0 when they
+are exact in the computation dtype), an absolute bias error vector, the error matrix of a folded
+specification, and the length of its dot products.
+
 Shapes: ``N`` is any leading batch size, ``R`` the number of rows of a linear bound.
 """
 
@@ -28,9 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bnbver.bounds import rounding
 from bnbver.bounds.types import BoundsOptions, margins_for
 from bnbver.errors import InputError
-from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, flat_bias_err
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,6 +50,13 @@ class AffineOp:
         conv: the source Conv2d layer (geometry only), or None for a dense layer.
         in_size: n_in.
         out_size: n_out.
+        kappa: the relative error factor of one transposed product ``a W`` with this layer
+            (the weights' own error plus the rounding of a dot product of length
+            ``inner[1]``; see ``rounding``).
+        kappa_fwd: the same for the forward product ``W x`` (length ``inner[0]``).
+        bias_err: (n_out,) absolute error of ``bias`` against the exact bias.
+        fold_err: (n_out, n_in) absolute error of a folded specification's weights, or None.
+        inner: the dot-product lengths of the forward and the transposed product.
     """
 
     weight: Tensor
@@ -52,6 +65,34 @@ class AffineOp:
     conv: Conv2d | None
     in_size: int
     out_size: int
+    kappa: float = 0.0
+    kappa_fwd: float = 0.0
+    bias_err: Tensor | None = None
+    fold_err: Tensor | None = None
+    inner: tuple[int, int] = (1, 1)
+
+    @cached_property
+    def abs_bias(self) -> Tensor:
+        """(n_out,) ``|bias|``."""
+        return self.bias.abs()
+
+    def error_vector(self, m: Tensor, forward: bool = False) -> Tensor:
+        """Return ``v`` (N, n_out): ``|a| . v`` bounds the rounding and weight error of the
+        product of any coefficients ``a`` with this layer, for inputs ``|g| <= m`` (N, n_in).
+
+        ``v = kappa (|W| m + |b|) + E m + e_b`` (see :mod:`bnbver.bounds.rounding`), with the
+        factor of the transposed product (backward passes) or, with ``forward``, of ``W x``
+        (interval and forward symbolic bounds).
+        """
+        kappa = self.kappa_fwd if forward else self.kappa
+        return kappa * (self.linear(m, absolute=True) + self.abs_bias) + self.const_error(m)
+
+    def const_error(self, m: Tensor) -> Tensor:
+        """Return ``E m + e_b`` (N, n_out): the folded weights' and the bias's own error."""
+        out = self.bias_err if self.bias_err is not None else self.bias.new_zeros(())
+        if self.fold_err is not None:
+            out = out + m @ self.fold_err.T
+        return out.expand(m.shape[0], self.out_size)
 
     @cached_property
     def abs_rowsum(self) -> Tensor:
@@ -167,6 +208,28 @@ class BoundedNetwork:
         """``(rel, abs, infeasible_tol)`` safety constants of this dtype."""
         return margins_for(self.dtype)
 
+    @cached_property
+    def unit(self) -> float:
+        """Unit roundoff of the computation dtype."""
+        return rounding.unit(self.dtype)
+
+    @cached_property
+    def longest_product(self) -> int:
+        """The longest dot product any bound of this network takes (error-model size)."""
+        widths = [self.input_size,
+                  *(max(op.inner) for op in self.ops if isinstance(op, AffineOp)),
+                  *self.slot_sizes, self.num_rows]
+        return int(max(widths)) + 4 * len(self.ops) + 8
+
+    @cached_property
+    def err_scale(self) -> float:
+        """Factor applied to every accumulated error term: covers its own rounding."""
+        return 1.0 + 4.0 * rounding.gamma(self.longest_product, self.dtype)
+
+    def gamma(self, n: int) -> float:
+        """Return gamma_n of the computation dtype."""
+        return rounding.gamma(n, self.dtype)
+
     def forward(self, x: Tensor) -> Tensor:
         """Return the margins ``C f(x) - d`` for x (N, n_in) (a reference, not sound)."""
         h = x.to(dtype=self.dtype, device=self.device)
@@ -185,28 +248,66 @@ def _tensor(a: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.as_tensor(np.array(a, dtype=np.float64)).to(dtype=dtype, device=device)
 
 
-def _affine(layer: Dense | Conv2d, dtype: torch.dtype, device: torch.device) -> AffineOp:
-    weight = _tensor(layer.weight, dtype, device)
+def _inner(layer: Dense | Conv2d) -> tuple[int, int]:
+    """Return the dot-product lengths of the layer's forward and transposed products."""
     if isinstance(layer, Dense):
-        bias = _tensor(layer.bias, dtype, device)
-        return AffineOp(weight, weight.abs(), bias, None, layer.in_size, layer.out_size)
-    bias = _tensor(layer.flat_bias(), dtype, device)
-    return AffineOp(weight, weight.abs(), bias, layer, layer.in_size, layer.out_size)
+        return int(layer.in_size), int(layer.out_size)
+    c_out, c_in, kh, kw = layer.weight.shape
+    return int(c_in * kh * kw), int(c_out * kh * kw)
 
 
-def _fold_spec(ops: list[Op], n_out: int, C: np.ndarray, d: np.ndarray,
-               dtype: torch.dtype, device: torch.device) -> None:
-    """Replace the last dense layer ``(W, b)`` by ``(C W, C b - d)`` (or append one)."""
+def _make_op(w64: np.ndarray, b64: np.ndarray, w_err: float, b_err: np.ndarray,
+             fold_err: np.ndarray | None, conv: Conv2d | None, inner: tuple[int, int],
+             dtype: torch.dtype, device: torch.device) -> AffineOp:
+    """Build an AffineOp in ``dtype`` with the error terms of rounding ``w64``/``b64`` to it.
+
+    ``w_err`` (relative) and ``b_err``/``fold_err`` (absolute) are the errors of ``w64`` and
+    ``b64`` themselves against the exact layer.
+    """
+    weight = _tensor(w64, dtype, device)
+    bias = _tensor(b64, dtype, device)
+    u = rounding.unit(dtype)
+    rounded = not np.array_equal(weight.double().cpu().numpy(), w64)
+    w_rel = (1.0 + w_err) * (1.0 + (2.0 * u if rounded else 0.0)) - 1.0
+    kappa_fwd, kappa = ((w_rel + g) * (1.0 + 2.0 * g) * (1.0 + 1e-9)
+                        for g in (rounding.gamma(n + 2, dtype) for n in inner))
+    b_total = b_err + np.abs(b64 - bias.double().cpu().numpy())
+    b_total = np.nextafter(b_total * (1.0 + 4.0 * 2.0 ** -53), np.inf)
+    fold = None if fold_err is None else rounding.up(_tensor(fold_err, dtype, device))
+    n_in = int(np.prod(conv.in_shape)) if conv is not None else w64.shape[1]
+    n_out = int(bias.shape[0])
+    return AffineOp(weight, weight.abs(), bias, conv, n_in, n_out, kappa, kappa_fwd,
+                    rounding.up(_tensor(b_total, dtype, device)), fold, inner)
+
+
+def _affine(layer: Dense | Conv2d, dtype: torch.dtype, device: torch.device) -> AffineOp:
+    bias = layer.bias if isinstance(layer, Dense) else layer.flat_bias()
+    conv = layer if isinstance(layer, Conv2d) else None
+    return _make_op(layer.weight, bias, layer.weight_err, flat_bias_err(layer), None, conv,
+                    _inner(layer), dtype, device)
+
+
+def _fold_spec(ops: list[Op], last_layer: Dense | None, n_out: int, C: np.ndarray,
+               d: np.ndarray, dtype: torch.dtype, device: torch.device) -> None:
+    """Replace the last dense layer ``(W, b)`` by ``(C W, C b - d)`` (or append ``(C, -d)``).
+
+    The float64 products ``C W`` and ``C b - d`` are rounded; their error bounds
+    (``gamma_k (|C| |W|)`` with k the nonzeros per row of C, plus the layer's own recorded
+    error carried through ``|C|``) become the op's ``fold_err`` and bias error.
+    """
     last = ops[-1] if ops else None
-    if isinstance(last, AffineOp) and last.conv is None:
-        w = _tensor(C, torch.float64, device) @ last.weight.to(torch.float64)
-        b = _tensor(C, torch.float64, device) @ last.bias.to(torch.float64) - _tensor(
-            d, torch.float64, device)
-        w, b = w.to(dtype), b.to(dtype)
-        ops[-1] = AffineOp(w, w.abs(), b, None, last.in_size, w.shape[0])
+    if isinstance(last, AffineOp) and last.conv is None and last_layer is not None:
+        W, b = last_layer.weight, last_layer.bias
+        k = int(max((C != 0).sum(axis=1).max(), 1))
+        g = rounding.gamma(k + 1, torch.float64)
+        absC = np.abs(C)
+        fold = g * (absC @ np.abs(W)) + last_layer.weight_err * (absC @ np.abs(W))
+        b_err = g * (absC @ np.abs(b) + np.abs(d)) + absC @ flat_bias_err(last_layer)
+        ops[-1] = _make_op(C @ W, C @ b - d, 0.0, b_err * (1 + 1e-9), fold * (1 + 1e-9),
+                           None, (W.shape[1], max(last.inner[1], C.shape[0])), dtype, device)
         return
-    w = _tensor(C, dtype, device)
-    ops.append(AffineOp(w, w.abs(), _tensor(-d, dtype, device), None, n_out, w.shape[0]))
+    ops.append(_make_op(C, -d, 0.0, np.zeros(C.shape[0]), None, None,
+                        (C.shape[1], C.shape[0]), dtype, device))
 
 
 def _validate_spec(network: Network, C: Any, d: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -263,6 +364,9 @@ def prepare(network: Network, C: Any = None, d: Any = None,
         if isinstance(layer, (ReLU, MaxPool2d)):
             slot_ops.append(len(ops) - 1)
             slot_sizes.append(n_in)
-    _fold_spec(ops, network.num_outputs, C, d, dtype, device)
+    dense = [layer for layer in network.layers if isinstance(layer, (Dense, Conv2d))]
+    last_layer = dense[-1] if dense and isinstance(dense[-1], Dense) else None
+    _fold_spec(ops, last_layer, network.num_outputs, C, d, dtype, device)
+    rounding.strict_matmul(device, dtype)
     return BoundedNetwork(tuple(ops), network.input_size, int(C.shape[0]), tuple(slot_ops),
                           tuple(relu_slots), tuple(slot_sizes), dtype, device)
