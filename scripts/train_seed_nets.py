@@ -84,7 +84,7 @@ def train(model: nn.Sequential, x: np.ndarray, y: np.ndarray, epochs: int, seed:
             loss.backward()
             opt.step()
         if bar is not None:
-            bar.update(info=f"loss {float(loss):.4f}")
+            bar.update(info=f"loss {loss.item():.4f}")
 
 
 def accuracy(model: nn.Sequential, x: np.ndarray, y: np.ndarray,
