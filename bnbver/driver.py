@@ -415,6 +415,7 @@ def verify_robustness(model: Any, x: Any, label: int, eps: float,
             out-of-range label, a reversed domain, or a bad option.
     """
     arr = np.asarray(x)
+    arr = arr.reshape(1) if arr.ndim == 0 else arr  # one number: a network of one input
     network, source = as_network(model, arr.shape)
     flat = fit_input(network, arr)
     prop = robustness_property(flat, label, eps, network.num_outputs, domain)

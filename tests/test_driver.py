@@ -24,7 +24,8 @@ def test_issue_18_x_outside_the_domain_is_an_input_error() -> None:
     witness 0.5 away from x."""
     net = Network((Dense(np.array([[1.0], [-1.0]]), np.zeros(2)),), (1,))
     with pytest.raises(InputError, match=r"x: 1 value\(s\) outside the domain \[0, 1\]"):
-        verify_robustness(net, np.array([1.5]), 0, 0.1, domain=(0, 1))
+        verify_robustness(net, 1.5, 0, 0.1, domain=(0, 1))
+    assert verify_robustness(net, 0.5, 0, 0.1, domain=(0, 1)).status is Status.HOLDS
 
 
 @pytest.mark.parametrize(("label", "needle"), [(2.5, "integer class"), ("a", "integer class"),
