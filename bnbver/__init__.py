@@ -1,5 +1,6 @@
 """bnbver: a complete branch-and-bound verifier for ReLU neural networks."""
 
+from bnbver.apps.certify import Row, Summary, certify, summarize
 from bnbver.driver import VerifierOptions, verify, verify_robustness
 from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 from bnbver.result import Result, Status
@@ -16,9 +17,13 @@ __all__ = [
     "Property",
     "ReLU",
     "Result",
+    "Row",
     "Status",
+    "Summary",
     "UnsafeSet",
     "VerifierOptions",
+    "certify",
+    "summarize",
     "verify",
     "verify_robustness",
 ]

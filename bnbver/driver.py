@@ -126,7 +126,8 @@ def _validate(network: Network, props: list[Property]) -> None:
         validate_property(p, network.input_size, network.num_outputs, p.name or "property")
 
 
-def _validate_options(network: Network, options: VerifierOptions) -> None:
+def validate_options(network: Network, options: VerifierOptions) -> None:
+    """Raise InputError for options that ``network`` cannot run with (checked before work)."""
     from bnbver.bab.branching import default_heuristic, validate_heuristic
     from bnbver.bab.loop import BabOptions, choose_split_kind
 
@@ -140,6 +141,9 @@ def _validate_options(network: Network, options: VerifierOptions) -> None:
 
 def validate_bab_options(bab: Any) -> None:
     """Raise InputError for a ``BabOptions`` value that no network accepts."""
+    if bab.jobs < 1:
+        raise InputError("--jobs", f"must be >= 1, got {bab.jobs}")
+    validate_device(bab.device)
     if bab.split not in ("auto", "relu", "input"):
         raise InputError("--split", f"must be auto, relu or input, got {bab.split!r}")
     modes = ("inherit", "crown", "forward", "forward-crown")
@@ -166,6 +170,20 @@ def validate_bab_options(bab: Any) -> None:
                          f"{bab.attack_nodes} and {bab.attack_share}")
 
 
+def validate_device(device: str) -> None:
+    """Raise InputError unless ``device`` is "cpu" or a CUDA device that torch can use."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError("--device", f"{device!r} is not a torch device (expected cpu or "
+                         f"cuda)") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError("--device", f"{device!r}: expected cpu or cuda")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", f"{device!r}: CUDA is not available to this torch "
+                         f"({torch.__version__}); use --device cpu")
+
+
 def verify(network: Network, properties: Property | Sequence[Property],
            options: VerifierOptions | None = None, source_path: str | Path | None = None,
            **kwargs: Any) -> Result:
@@ -188,7 +206,7 @@ def verify(network: Network, properties: Property | Sequence[Property],
     props = _as_properties(properties)
     _validate(network, props)
     options = options or VerifierOptions.from_kwargs(**kwargs)
-    _validate_options(network, options)
+    validate_options(network, options)
     start = time.monotonic()
     deadline = start + options.timeout
     stats = Stats()
@@ -216,16 +234,25 @@ def _verify_all(network: Network, props: list[Property], options: VerifierOption
             return Result(Status.VIOLATED, replace(cex, property_index=i), stats=stats)
     stats.add_time("attack", time.monotonic() - t0)
     leaves: list[Leaf] = []
+    per: list[tuple[float, ...]] = []
+    bound: float | None = float("inf")
     for i, prop in enumerate(props):
         sub = _prove(network, prop, options, deadline, stats)
         if sub.status is Status.VIOLATED and sub.counterexample is not None:
             found: Counterexample = replace(sub.counterexample, property_index=i)
             return Result(Status.VIOLATED, found, stats=stats, message=sub.message)
+        per.extend(sub.disjunct_bounds)
+        # The global bound covers every property: it is known only when each was bounded.
+        rest_bounded = i == len(props) - 1 or sub.status is Status.HOLDS
+        bound = None if bound is None or sub.lower_bound is None or not rest_bounded else min(
+            bound, sub.lower_bound)
         if sub.status is not Status.HOLDS:
-            return Result(sub.status, stats=stats, message=sub.message)
+            return Result(sub.status, stats=stats, message=sub.message, lower_bound=bound,
+                          disjunct_bounds=tuple(per))
         if sub.certificate is not None:
             leaves.extend(replace(leaf, property_index=i) for leaf in sub.certificate.leaves)
-    return Result(Status.HOLDS, certificate=Certificate(tuple(leaves)), stats=stats)
+    return Result(Status.HOLDS, certificate=Certificate(tuple(leaves)), stats=stats,
+                  lower_bound=bound, disjunct_bounds=tuple(per))
 
 
 def _prove(network: Network, prop: Property, options: VerifierOptions, deadline: float,
@@ -265,15 +292,22 @@ def robustness_property(x: np.ndarray, label: int, eps: float, num_classes: int,
 
     The unsafe set is the union over j != label of ``{y : y_label - y_j <= 0}``; the box is
     clipped to ``domain`` (e.g. (0, 1) for images) when given.
+
+    Raises:
+        InputError: x is not finite or lies outside ``domain``, the label is not an integer
+            class, eps is negative, or the domain is reversed.
     """
     x = np.asarray(x, dtype=np.float64).reshape(-1)
-    if not 0 <= label < num_classes:
-        raise InputError("label", f"must be in [0, {num_classes}), got {label}")
+    label = validate_label(label, num_classes)
     if not (np.isfinite(eps) and eps >= 0):
         raise InputError("eps", f"must be a finite number >= 0, got {eps}")
+    if not np.all(np.isfinite(x)):
+        raise InputError("x", "has NaN or infinite values")
     lo, up = x - eps, x + eps
     if domain is not None:
-        lo, up = np.clip(lo, *domain), np.clip(up, *domain)
+        dom = validate_domain(domain)
+        validate_in_domain(x, dom)
+        lo, up = np.clip(lo, *dom), np.clip(up, *dom)
     disjuncts = []
     for j in range(num_classes):
         if j != label:
@@ -283,38 +317,136 @@ def robustness_property(x: np.ndarray, label: int, eps: float, num_classes: int,
     return Property(InputBox(lo, up), UnsafeSet(tuple(disjuncts)), f"robust[label={label}]")
 
 
+def validate_label(label: Any, num_classes: int) -> int:
+    """Return ``label`` as an int class index.
+
+    Raises:
+        InputError: the label is not an integer (integral floats such as 3.0 are accepted)
+            or not in ``[0, num_classes)``.
+    """
+    value = np.asarray(label)
+    ok = value.ndim == 0 and (np.issubdtype(value.dtype, np.integer) or (
+        np.issubdtype(value.dtype, np.floating) and np.isfinite(value)
+        and float(value) == int(value))) and not np.issubdtype(value.dtype, np.bool_)
+    if not ok:
+        raise InputError("label", f"must be an integer class, got {label!r}")
+    if not 0 <= int(value) < num_classes:
+        raise InputError("label", f"must be in [0, {num_classes}), got {int(value)}")
+    return int(value)
+
+
+def validate_domain(domain: Any) -> tuple[float, float]:
+    """Return ``domain`` as (low, high).
+
+    Raises:
+        InputError: not two finite numbers with low <= high.
+    """
+    try:
+        lo, hi = (float(v) for v in domain)
+    except (TypeError, ValueError):
+        raise InputError("domain", f"expected (low, high), got {domain!r}") from None
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        raise InputError("domain", f"expected finite low <= high, got ({lo:g}, {hi:g})")
+    return lo, hi
+
+
+def validate_in_domain(x: np.ndarray, domain: tuple[float, float], name: str = "x") -> None:
+    """Raise InputError when a value of ``x`` lies outside ``domain``.
+
+    Clipping such an x into the domain would verify a different point: the ball around the
+    clipped point, with witnesses that can be far from x.
+    """
+    flat = np.asarray(x, dtype=np.float64).reshape(-1)
+    bad = np.flatnonzero((flat < domain[0]) | (flat > domain[1]))
+    if bad.size:
+        i = int(bad[0])
+        raise InputError(name, f"{bad.size} value(s) outside the domain [{domain[0]:g}, "
+                         f"{domain[1]:g}] (e.g. index {i}: {flat[i]:g})")
+
+
+def fit_input(network: Network, x: Any, name: str = "x") -> np.ndarray:
+    """Return ``x`` flattened for ``network`` after checking its shape.
+
+    Accepted: the network's input shape, the same with a batch dimension of 1 in front, or
+    a flat vector of ``network.input_size`` values (leading dimensions of size 1 are
+    ignored on both sides, so (1, C, H, W) and (C, H, W) both fit a conv network).
+
+    Raises:
+        InputError: another shape (e.g. (H, W, C) for a (C, H, W) network), or non-numeric x.
+    """
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(name, f"expected an array of numbers, got {type(x).__name__}") from None
+
+    def squeeze(shape: tuple[int, ...]) -> tuple[int, ...]:
+        while len(shape) > 1 and shape[0] == 1:
+            shape = shape[1:]
+        return shape
+
+    flat_ok = arr.ndim == 1 and arr.size == network.input_size
+    if not flat_ok and squeeze(tuple(arr.shape)) != squeeze(tuple(network.input_shape)):
+        raise InputError(name, f"shape {tuple(arr.shape)} does not fit the network's input "
+                         f"{tuple(network.input_shape)} (give that shape, with or without a "
+                         f"batch dimension of 1, or {network.input_size} values flat)")
+    return arr.reshape(-1)
+
+
 def verify_robustness(model: Any, x: Any, label: int, eps: float,
                       domain: tuple[float, float] | None = None, **options: Any) -> Result:
     """Verify L-infinity robustness of ``model`` at ``x``; no VNN-LIB file needed.
 
     Args:
-        model: a bnbver ``Network``, a ``torch.nn.Sequential``, or a path to an ONNX file.
-        x: the input (any shape with ``network.input_size`` values).
+        model: a bnbver ``Network``, a ``torch.nn.Module`` (an ``nn.Sequential`` of
+            supported layers), or a path to an ONNX / .nnet file.
+        x: the input: the network's input shape, with or without a batch dimension of 1,
+            or flat.
         label: the class that must win on the whole ball.
         eps: the ball's radius.
-        domain: optional (low, high) clipping of the ball (e.g. (0, 1) for images).
+        domain: optional (low, high) clipping of the ball (e.g. (0, 1) for images); x must
+            lie inside it.
         **options: as for :func:`verify` (timeout, seed, jobs, split, branching, ...).
 
     Returns:
         The same ``Result`` as :func:`verify`: HOLDS means robust.
+
+    Raises:
+        InputError: x does not fit the model or lies outside the domain, a non-integer or
+            out-of-range label, a reversed domain, or a bad option.
     """
-    network, source = _as_network(model, np.asarray(x).shape)
-    prop = robustness_property(np.asarray(x), label, eps, network.num_outputs, domain)
+    arr = np.asarray(x)
+    arr = arr.reshape(1) if arr.ndim == 0 else arr  # one number: a network of one input
+    network, source = as_network(model, arr.shape)
+    flat = fit_input(network, arr)
+    prop = robustness_property(flat, label, eps, network.num_outputs, domain)
     return verify(network, prop, source_path=source, **options)
 
 
-def _as_network(model: Any, x_shape: tuple[int, ...]) -> tuple[Network, str | None]:
+def as_network(model: Any, x_shape: tuple[int, ...]) -> tuple[Network, str | None]:
+    """Return (network, ONNX path or None) for a Network, a model file or a torch module.
+
+    A torch module is converted for one input of shape ``x_shape``; a leading batch
+    dimension of 1 of a 2-D or 4-D shape is dropped first.
+
+    Raises:
+        InputError: an unsupported model, or an x shape that the torch module rejects.
+    """
     if isinstance(model, Network):
         return model, None
     if isinstance(model, (str, Path)):
-        from bnbver.io.loaders import load_network
+        from bnbver.io.loaders import load_model
 
-        return load_network(model), str(model)
-    import torch
-
+        loaded = load_model(model)
+        if isinstance(loaded, Network):
+            return loaded, str(model)
+        model = loaded
     if isinstance(model, torch.nn.Module):
-        from bnbver.io.torch_loader import from_torch
+        from bnbver.io.torch_loader import check_input_shape, from_torch
 
-        return from_torch(model, tuple(x_shape)), None
+        shape = tuple(int(d) for d in x_shape)
+        if len(shape) in (2, 4) and shape[0] == 1:
+            shape = shape[1:]
+        check_input_shape(model, shape)
+        return from_torch(model, shape), None
     raise InputError("model", f"expected a Network, torch module or ONNX path, got "
                      f"{type(model).__name__}")

@@ -7,11 +7,14 @@ forward pass lies in the unsafe set.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Any
 
 import numpy as np
 
+from bnbver.errors import InputError
 from bnbver.network import Network
 from bnbver.spec import Property
 from bnbver.splits import SplitSet
@@ -42,6 +45,11 @@ class Counterexample:
     y: np.ndarray
     disjunct: int
     property_index: int = 0
+
+    @property
+    def reached_class(self) -> int:
+        """Return the class the counterexample reaches: the index of the largest output."""
+        return int(np.argmax(np.atleast_1d(self.y)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,7 +96,24 @@ class Stats:
 
 @dataclass(frozen=True, eq=False)
 class Result:
-    """The outcome of ``verify``: status plus evidence and statistics."""
+    """The outcome of ``verify``: status plus evidence and statistics.
+
+    Attributes:
+        status: the answer.
+        counterexample: the float64-checked counterexample of a VIOLATED result.
+        certificate: the closed leaves of a HOLDS result.
+        stats: counters and timings.
+        wall_time: seconds of the whole run.
+        message: a human note (how the answer was found, why there is none).
+        open_nodes: (lower, upper, splits) of nodes left open by a search cut short on
+            purpose (parallel subtrees).
+        lower_bound: a proven lower bound of the smallest unsafe margin over every property's
+            box (> 0 proves the property; the best global bound when the search timed out);
+            None when no search bounded every property (e.g. the falsifier answered).
+        disjunct_bounds: one tuple per property that the search bounded, in order: a proven
+            lower bound of each disjunct's margin over that property's box (a disjunct with a
+            positive bound is excluded everywhere).
+    """
 
     status: Status
     counterexample: Counterexample | None = None
@@ -96,8 +121,18 @@ class Result:
     stats: Stats = field(default_factory=Stats)
     wall_time: float = 0.0
     message: str = ""
-    #: (lower, upper, splits) of nodes left open by a search cut short on purpose.
     open_nodes: tuple[tuple[np.ndarray, np.ndarray, SplitSet], ...] = ()
+    lower_bound: float | None = None
+    disjunct_bounds: tuple[tuple[float, ...], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the result as JSON-ready values (see :func:`result_to_dict`)."""
+        return result_to_dict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> Result:
+        """Rebuild a result from :meth:`to_dict` output (see :func:`result_from_dict`)."""
+        return result_from_dict(data)
 
 
 def validate_counterexample(
@@ -130,3 +165,73 @@ def format_vnncomp(result: Result) -> str:
     xs = "\n".join(f"(X_{i} {v!r})" for i, v in enumerate(cex.x.tolist()))
     ys = "\n".join(f"(Y_{i} {v!r})" for i, v in enumerate(np.atleast_1d(cex.y).tolist()))
     return f"sat\n({xs}\n{ys})\n"
+
+
+def _num(v: float) -> float | str:
+    """Return a float, or "inf" / "-inf" / "nan" (JSON has no infinities)."""
+    v = float(v)
+    return v if math.isfinite(v) else str(v)
+
+
+def _float(v: float | str) -> float:
+    return float(v)
+
+
+def result_to_dict(result: Result) -> dict[str, Any]:
+    """Return ``result`` as a dict of JSON values (``json.dumps`` writes it as is).
+
+    Floats stay exact (``json`` writes ``repr``); infinities become the strings "inf" and
+    "-inf". The certificate is written only as its leaf count (``certificate_leaves``) and
+    the open nodes of a split-off search only as their count: :func:`result_from_dict`
+    restores every other field exactly.
+    """
+    cex = result.counterexample
+    s = result.stats
+    return {
+        "status": result.status.value,
+        "wall_time": result.wall_time,
+        "message": result.message,
+        "lower_bound": None if result.lower_bound is None else _num(result.lower_bound),
+        "disjunct_bounds": [[_num(v) for v in row] for row in result.disjunct_bounds],
+        "counterexample": None if cex is None else {
+            "x": [float(v) for v in cex.x], "y": [float(v) for v in np.atleast_1d(cex.y)],
+            "disjunct": cex.disjunct, "property_index": cex.property_index,
+            "class": cex.reached_class},
+        "certificate_leaves": (None if result.certificate is None
+                               else len(result.certificate.leaves)),
+        "open_nodes": len(result.open_nodes),
+        "stats": {"nodes": s.nodes, "max_depth": s.max_depth, "bound_calls": s.bound_calls,
+                  "lp_calls": s.lp_calls, "milp_calls": s.milp_calls,
+                  "seconds_by_phase": dict(s.seconds_by_phase),
+                  "lower_bound_trace": [[t, _num(v)] for t, v in s.lower_bound_trace]},
+    }
+
+
+def result_from_dict(data: dict[str, Any]) -> Result:
+    """Rebuild a :class:`Result` from :func:`result_to_dict` output.
+
+    The certificate comes back as None (the dict holds only its leaf count) and
+    ``open_nodes`` as empty.
+
+    Raises:
+        InputError: a field is missing or has the wrong type.
+    """
+    try:
+        cex_data = data["counterexample"]
+        cex = None if cex_data is None else Counterexample(
+            np.asarray(cex_data["x"], dtype=np.float64),
+            np.asarray(cex_data["y"], dtype=np.float64),
+            int(cex_data["disjunct"]), int(cex_data["property_index"]))
+        st = data["stats"]
+        stats = Stats(int(st["nodes"]), int(st["max_depth"]), int(st["bound_calls"]),
+                      int(st["lp_calls"]), int(st["milp_calls"]),
+                      {str(k): float(v) for k, v in st["seconds_by_phase"].items()},
+                      [(float(t), _float(v)) for t, v in st["lower_bound_trace"]])
+        lb = data["lower_bound"]
+        return Result(
+            Status(data["status"]), cex, None, stats, float(data["wall_time"]),
+            str(data["message"]), (), None if lb is None else _float(lb),
+            tuple(tuple(_float(v) for v in row) for row in data["disjunct_bounds"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError("result", f"not a bnbver result dict: {type(exc).__name__} "
+                         f"{exc}") from None

@@ -31,6 +31,7 @@ from joblib import Parallel, delayed
 
 from bnbver.apps.bdnn import BdnnOptions, train
 from bnbver.apps.bdnn_model import BinarizedNetwork, WeightSpec
+from bnbver.progress import Progress
 
 REPO = Path(__file__).resolve().parents[1]
 MILP_METHODS = ("exact", "local", "kmeans")
@@ -247,9 +248,13 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [(s, seed, m) for seed in range(seeds) for s in load_splits(seed, args.mnist, args.smoke)
             for m in (*MILP_METHODS, *GRAD_METHODS)]
     t0 = time.monotonic()
-    rows = list(Parallel(n_jobs=args.jobs)(
-        delayed(one_run)(s, seed, m, hidden, spec, limit, 100 if args.smoke else 400)
-        for s, seed, m in jobs))
+    rows = []
+    with Progress(len(jobs), "bdnn") as bar:
+        for row in Parallel(n_jobs=args.jobs, return_as="generator")(
+                delayed(one_run)(s, seed, m, hidden, spec, limit, 100 if args.smoke else 400)
+                for s, seed, m in jobs):
+            rows.append(row)
+            bar.update(info=f"{row['data']} {row['method']}")
     lines = table(rows)
     print("\n".join(lines))
     if args.smoke:

@@ -32,6 +32,7 @@ from bnbver.lp.relaxation import NodeLp, build_relaxation, lp_lower_bound  # noq
 from bnbver.lp.tighten import TightenOptions, count_unstable, tighten_bounds  # noqa: E402
 from bnbver.milp import build_milp, solve_milp  # noqa: E402
 from bnbver.network import Dense, Network, ReLU  # noqa: E402
+from bnbver.progress import Progress  # noqa: E402
 from bnbver.result import validate_counterexample  # noqa: E402
 from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet  # noqa: E402
 from bnbver.splits import Split, SplitSet, split_masks  # noqa: E402
@@ -130,6 +131,7 @@ def run_instance(network: Network, prop: Property, name: str, time_limit: float,
                  tighten_budget: float, formulations: list[str], modes: list[str],
                  out: list[str]) -> None:
     """Run every (tightening, formulation) pair on one instance; append table rows."""
+    bar = Progress(len(modes) * len(formulations), name)
     for mode in modes:
         t0 = time.monotonic()
         opts = TightenOptions(mode, deadline=t0 + tighten_budget, milp_time_per_neuron=0.5)
@@ -143,6 +145,8 @@ def run_instance(network: Network, prop: Property, name: str, time_limit: float,
                    f"{unstable} | {form} | {root:.4g} | {secs:.2f} | {nodes} | {answer} |")
             print(row, flush=True)
             out.append(row)
+            bar.update()
+    bar.close()
 
 
 def tiny_instance() -> tuple[Network, Property]:

@@ -42,6 +42,7 @@ from bnbver.apps.images import (  # noqa: E402
 from bnbver.apps.optimize import OptimizeOptions  # noqa: E402
 from bnbver.apps.visualize import maximize_unit  # noqa: E402
 from bnbver.io.loaders import load_network  # noqa: E402
+from bnbver.progress import Progress  # noqa: E402
 
 SEEDS = REPO / "examples" / "seed_nets"
 #: (network file, images, [(method, tighten), ...]); images is a cap on --images
@@ -64,19 +65,20 @@ def adversarial_rows(net_path: Path, xs: np.ndarray, labels: np.ndarray,
     numbered from ``first``: their index among the held-out images)."""
     net = load_network(net_path)
     rows = []
-    for i, (x, label) in enumerate(zip(xs, labels, strict=True), start=first):
-        target = int((label + 5) % 10)
-        for method, tighten in runs:
-            opts = OptimizeOptions(time_limit=timeout, tighten=tighten)
-            res = minimal_adversarial(net, x, target, norm="l1", margin=1.2, options=opts,
-                                      method=method)
-            row = {"net": net_path.stem, "image": i, "method": method, "tighten": tighten,
-                   "status": res.status.value, "l1": res.distance, "bound": res.bound,
-                   "seconds": res.seconds, "unstable": res.solve.unstable, "res": res}
-            print(f"{net_path.stem} img {i} {method:17s} {tighten:5s} {res.status.value:9s} "
-                  f"L1 {res.distance:8.4f} bound {res.bound:8.4f} {res.seconds:6.2f} s",
-                  flush=True)
-            rows.append(row)
+    with Progress(len(xs) * len(runs), net_path.stem) as bar:
+        for i, (x, label) in enumerate(zip(xs, labels, strict=True), start=first):
+            target = int((label + 5) % 10)
+            for method, tighten in runs:
+                opts = OptimizeOptions(time_limit=timeout, tighten=tighten)
+                res = minimal_adversarial(net, x, target, norm="l1", margin=1.2,
+                                          options=opts, method=method)
+                rows.append({"net": net_path.stem, "image": i, "method": method,
+                             "tighten": tighten, "status": res.status.value,
+                             "l1": res.distance, "bound": res.bound, "seconds": res.seconds,
+                             "unstable": res.solve.unstable, "res": res})
+                bar.update(info=f"img {i} {method:17s} {tighten:5s} {res.status.value:9s} "
+                           f"L1 {res.distance:8.4f} bound {res.bound:8.4f} "
+                           f"{res.seconds:6.2f} s")
     return rows
 
 

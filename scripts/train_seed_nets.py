@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO))
 from bnbver.apps.images import read_idx_images, read_idx_labels  # noqa: E402
 from bnbver.io.onnx_export import save_onnx  # noqa: E402
 from bnbver.io.torch_loader import from_torch  # noqa: E402
+from bnbver.progress import Progress  # noqa: E402
 
 N_TRAIN = 8000
 
@@ -68,8 +69,8 @@ def load_split(data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 def train(model: nn.Sequential, x: np.ndarray, y: np.ndarray, epochs: int, seed: int,
-          shape: tuple[int, ...]) -> None:
-    """Train with Adam and cross-entropy (batch 64, lr 1e-3)."""
+          shape: tuple[int, ...], bar: Progress | None = None) -> None:
+    """Train with Adam and cross-entropy (batch 64, lr 1e-3); count epochs on ``bar``."""
     torch.manual_seed(seed)
     xt, yt = torch.tensor(x, dtype=torch.float32), torch.tensor(y)
     xt = xt.reshape(xt.shape[0], *shape)
@@ -82,6 +83,8 @@ def train(model: nn.Sequential, x: np.ndarray, y: np.ndarray, epochs: int, seed:
             opt.zero_grad()
             loss.backward()
             opt.step()
+        if bar is not None:
+            bar.update(info=f"loss {loss.item():.4f}")
 
 
 def accuracy(model: nn.Sequential, x: np.ndarray, y: np.ndarray,
@@ -112,7 +115,8 @@ def main() -> int:
         t0 = time.monotonic()
         model = build(name)
         shape = input_shape(name)
-        train(model, xtr, ytr, epochs, 0, shape)
+        with Progress(epochs, f"train {name}") as bar:
+            train(model, xtr, ytr, epochs, 0, shape, bar)
         model.eval()
         net = from_torch(model, shape)
         path = out / f"mnist_{name}.onnx"

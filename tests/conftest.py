@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -52,3 +53,30 @@ def random_relu_net(rng: np.random.Generator, sizes: list[int], scale: float = 1
         if i < len(sizes) - 2:
             layers.append(ReLU(sizes[i + 1]))
     return Network(tuple(layers), (sizes[0],))
+
+
+@functools.cache
+def digits_model() -> tuple[torch.nn.Sequential, np.ndarray, np.ndarray]:
+    """Return a 64-20-10 ReLU classifier trained here on scikit-learn's digits (8x8 images,
+    pixels scaled to [0, 1]) and 12 held-out (x (12, 64), y (12,)) samples.
+
+    Plain full-batch gradient descent (no torch.optim, whose import costs 2 s), seeded:
+    about 0.2 s and 92 % held-out accuracy.
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x, y = data.data / 16.0, data.target
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 20), torch.nn.ReLU(),
+                                torch.nn.Linear(20, 10))
+    xt = torch.tensor(x[:1200], dtype=torch.float32)
+    yt = torch.tensor(y[:1200])
+    for _ in range(200):
+        loss = torch.nn.functional.cross_entropy(model(xt), yt)
+        model.zero_grad()
+        loss.backward()
+        with torch.no_grad():
+            for p in model.parameters():
+                p -= 0.5 * p.grad
+    return model.eval(), x[1200:1212].copy(), y[1200:1212].copy()

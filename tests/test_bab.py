@@ -135,3 +135,74 @@ def test_stall_budget_is_a_share_of_the_time_limit_not_of_the_elapsed_time() -> 
     assert stall_budget(opts, 300.0, 0.0) == 20.0
     assert stall_budget(opts, 300.0, 85.0) == pytest.approx(5.0)
     assert stall_budget(opts, 300.0, 90.0) <= 0.0
+
+
+@pytest.mark.parametrize(("split", "clip"), [("relu", True), ("input", False), ("input", True)])
+@pytest.mark.parametrize("offset", [0.05, 0.2])
+@pytest.mark.parametrize("seed", [3, 7])
+def test_issue_18_lower_bound_is_a_proven_bound_of_the_true_margin(
+        seed: int, offset: float, split: str, clip: bool) -> None:
+    """The smallest margin over the box is exactly ``offset`` (oracle). A proof reports a
+    global lower bound in (0, offset] (or 0 where input-domain clipping cut regions away:
+    it only knows that their margin is positive), and its disjunct bound lies between."""
+    net, prop, violated = _instance(seed, 2, [3, 3], offset)
+    assert not violated
+    result = run_bab(net, prop, BabOptions(split=split, clip=clip, batch_size=4),
+                     deadline=time.monotonic() + 60)
+    assert result.status is Status.HOLDS
+    assert result.lower_bound is not None and result.lower_bound <= offset + 1e-9
+    assert result.lower_bound >= 0.0 if (split == "input" and clip) else result.lower_bound > 0
+    (per,) = result.disjunct_bounds
+    assert result.lower_bound - 1e-12 <= per[0] <= offset + 1e-9
+
+
+def test_issue_18_per_disjunct_bounds_bound_each_disjunct() -> None:
+    """Robustness-style disjuncts ``y_l - y_j <= 0``: each reported bound is at most the
+    exact minimum of that disjunct's margin (oracle), and the global bound is their min."""
+    rng = np.random.default_rng(11)
+    net = random_relu_net(rng, [2, 4, 3, 3], scale=1.5)
+    box = InputBox(-0.05 * np.ones(2), 0.05 * np.ones(2))
+    label = int(np.argmax(net.forward(np.zeros(2))))
+    disjuncts, exact = [], []
+    for j in range(3):
+        if j != label:
+            row = np.zeros(3)
+            row[label], row[j] = 1.0, -1.0
+            disjuncts.append(HalfSpaces(row[None, :], np.zeros(1)))
+            exact.append(-max_linear_output(net, -row, box.lower, box.upper)[0])
+    prop = Property(box, UnsafeSet(tuple(disjuncts)))
+    result = run_bab(net, prop, BabOptions(split="relu", batch_size=4),
+                     deadline=time.monotonic() + 60)
+    assert result.status is Status.HOLDS and result.lower_bound is not None
+    (per,) = result.disjunct_bounds
+    assert len(per) == 2
+    for bound, true_min in zip(per, exact, strict=True):
+        assert bound <= true_min + 1e-9
+        assert bound >= result.lower_bound - 1e-12
+    assert result.lower_bound <= min(exact) + 1e-9
+
+
+def test_issue_18_timeout_carries_the_global_lower_bound_as_a_field() -> None:
+    """A search stopped at once times out with the root's bound in ``lower_bound`` (the same
+    number the message prints), below the true smallest margin."""
+    net, prop, _violated = _instance(5, 3, [4, 4], 0.02)
+    result = run_bab(net, prop, BabOptions(split="relu", batch_size=4, root_method="ibp"),
+                     deadline=time.monotonic())
+    assert result.status is Status.TIMEOUT
+    assert result.lower_bound is not None and result.lower_bound <= 0.02
+    assert f"global lower bound {result.lower_bound:.4g}" in result.message
+
+
+def test_issue_18_search_logs_progress_at_info_level(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """``bnbver -v`` shows the search's nodes, open nodes, bound and elapsed time."""
+    import bnbver.bab.loop as loop
+
+    monkeypatch.setattr(loop, "PROGRESS_LOG_SECONDS", 0.0)
+    net, prop, _ = _instance(4, 2, [3, 3], 0.01)
+    with caplog.at_level("INFO", logger="bnbver.bab.loop"):
+        run_bab(net, prop, BabOptions(split="relu", batch_size=1, root_method="ibp",
+                                      child_method="ibp", milp_max_unstable=0),
+                deadline=time.monotonic() + 60)
+    lines = [r.getMessage() for r in caplog.records if r.name == "bnbver.bab.loop"]
+    assert any("nodes" in m and "open" in m and "global lower bound" in m for m in lines)

@@ -77,3 +77,30 @@ def test_visualize_bad_unit_exits_2(tiny: tuple[Path, Path],
     net, _ = tiny
     assert main(["visualize", str(net), "--unit", "3:0"]) == 2
     assert "--unit" in capsys.readouterr().err
+
+
+def test_issue_18_adversarial_without_matplotlib_keeps_the_result(
+        tiny: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """matplotlib is optional: without it the command warns before solving, writes no PNG
+    and still reports the solve (it used to crash after the solve, losing the result)."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # "import matplotlib" now fails
+    monkeypatch.chdir(tmp_path)
+    net, image = tiny
+    code = main(["adversarial", str(net), "--image", str(image), "--target", "2", "--margin",
+                 "1", "--json", "--timeout", "20"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and set(out) >= KEYS and out["png"] is None
+    assert not list(tmp_path.glob("*.png"))
+    assert any("matplotlib is not installed" in r.getMessage() for r in caplog.records)
+
+
+def test_issue_18_unwritable_png_fails_before_the_solve(
+        tiny: tuple[Path, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    net, image = tiny
+    code = main(["adversarial", str(net), "--image", str(image), "--target", "2",
+                 "--png", "/nonexistent-dir-bnbver/a.png"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--png: the folder" in err[0]

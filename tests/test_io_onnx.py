@@ -344,3 +344,55 @@ def test_save_onnx_keeps_input_shape(tmp_path: Path, examples_dir: Path) -> None
     x = np.random.default_rng(9).uniform(-0.5, 0.5, size=(10, 5))
     back = check_against_ort(tmp_path / "acas.onnx", x)
     assert back.input_shape == (1, 1, 5)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("fold", [True, False])
+def test_issue_18_torch_onnx_export_with_batchnorm_pooling_identity(tmp_path: Path,
+                                                                    fold: bool) -> None:
+    """``torch.onnx.export`` writes ``BatchNormalization`` and ``AveragePool`` nodes, and an
+    ``Identity`` node for each initializer equal to an earlier one (here the default
+    weights and biases of two BatchNorm1d): the loader matches onnxruntime on them."""
+    import torch
+
+    from tests.test_io_torch import bn_pool_model
+
+    model = bn_pool_model().float()
+    with torch.no_grad():
+        for k in (13, 15):  # the two BatchNorm1d(8): default affine parameters, equal
+            model[k].weight.fill_(1.0)
+            model[k].bias.fill_(0.0)
+    path = tmp_path / "bn.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 2, 8, 8),), str(path), dynamo=False,
+                      do_constant_folding=fold)
+    ops = [n.op_type for n in onnx.load(path).graph.node]
+    assert {"Identity", "BatchNormalization", "AveragePool"} <= set(ops), ops
+    check_against_ort(path, np.random.default_rng(8).normal(size=(12, 128)))
+
+
+def test_issue_18_global_average_pool_and_identity_of_constants(tmp_path: Path) -> None:
+    rng = np.random.default_rng(12)
+    nodes = [helper.make_node("Identity", ["W0"], ["W"]),
+             helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Dropout", ["r"], ["d"]),
+             helper.make_node("AveragePool", ["d"], ["p"], kernel_shape=[3, 3],
+                              pads=[1, 1, 1, 1], count_include_pad=1),
+             helper.make_node("GlobalAveragePool", ["p"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("Gemm", ["f", "W2"], ["y"], transB=1)]
+    path = make_model(tmp_path / "gap.onnx", nodes, {"W0": f32(rng, 3, 2, 3, 3),
+                                                     "W2": f32(rng, 4, 3)},
+                      [1, 2, 5, 6], "y", [1, 4])
+    net = check_against_ort(path, rng.normal(size=(10, 60)))
+    assert [type(layer) for layer in net.layers] == [Conv2d, ReLU, Conv2d, Conv2d, Dense]
+
+
+def test_issue_18_average_pool_without_padding_in_the_divisor_is_refused(
+        tmp_path: Path) -> None:
+    nodes = [helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2],
+                              pads=[1, 1, 1, 1], name="avg")]
+    path = make_model(tmp_path / "avg.onnx", nodes, {}, [1, 1, 4, 4], "y", None)
+    with pytest.raises(UnsupportedOperatorError, match="AveragePool.*'avg'.*count_include_pad"):
+        load_onnx(path)

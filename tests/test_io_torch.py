@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,92 @@ def test_unsupported_settings_are_refused() -> None:
         from_torch(nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), (1, 5, 5))
     with pytest.raises(UnsupportedOperatorError, match="'Linear' at index 0"):
         from_torch(nn.Sequential(nn.Linear(4, 2)), (5,))
+
+
+def _randomize_batchnorm(model: nn.Module, seed: int) -> nn.Module:
+    """Give every BatchNorm non-trivial running statistics and affine parameters."""
+    gen = torch.Generator().manual_seed(seed)
+    for mod in model.modules():
+        if isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            n = mod.num_features
+            mod.running_mean.copy_(torch.rand(n, generator=gen) * 2 - 1)
+            mod.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
+            with torch.no_grad():
+                mod.weight.copy_(torch.rand(n, generator=gen) + 0.5)
+                mod.bias.copy_(torch.rand(n, generator=gen) - 0.5)
+    return model.eval()
+
+
+def bn_pool_model() -> nn.Sequential:
+    """BatchNorm after an affine layer (folded) and after a ReLU (a layer of its own), every
+    average pooling form, Dropout and Identity: what users hit at once."""
+    torch.manual_seed(3)
+    return _randomize_batchnorm(nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AvgPool2d(2), nn.BatchNorm2d(4), nn.Dropout(0.3), nn.Identity(),
+        nn.Conv2d(4, 3, 3, padding=1), nn.ReLU(),
+        nn.AvgPool2d(3, stride=1, padding=1),  # padding counts in the divisor (torch default)
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+        nn.Linear(12, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.BatchNorm1d(8), nn.Linear(8, 3),
+    ), seed=3)
+
+
+def test_issue_18_batchnorm_and_average_pooling_match_torch() -> None:
+    model = bn_pool_model()
+    net = from_torch(model, (2, 8, 8))
+    assert not any(type(layer).__name__ == "AvgPool2d" for layer in net.layers)
+    x = np.random.default_rng(3).normal(size=(20, 2 * 8 * 8))
+    np.testing.assert_allclose(net.forward(x), torch_forward(model, x, (2, 8, 8)),
+                               rtol=1e-9, atol=1e-9)
+    # the BatchNorms right after Conv2d / Linear are folded: no extra layer for them
+    assert sum(isinstance(layer, (Conv2d, Dense)) for layer in net.layers) == 2 + 2 + 2 + 2
+
+
+def test_issue_18_batchnorm_and_pooling_settings_without_an_encoding() -> None:
+    bn = nn.BatchNorm1d(3, track_running_stats=False)
+    with pytest.raises(UnsupportedOperatorError, match="'BatchNorm1d' at index 1"):
+        from_torch(nn.Sequential(nn.Linear(3, 3), bn), (3,))
+    with pytest.raises(UnsupportedOperatorError, match="'AvgPool2d' at index 0"):
+        from_torch(nn.Sequential(nn.AvgPool2d(2, padding=1, count_include_pad=False)),
+                   (1, 4, 4))
+    with pytest.raises(UnsupportedOperatorError, match="'AdaptiveAvgPool2d' at index 0"):
+        from_torch(nn.Sequential(nn.AdaptiveAvgPool2d(3)), (1, 4, 4))
+
+
+def test_issue_18_custom_module_is_named_with_advice() -> None:
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.relu(self.fc(x))
+
+    with pytest.raises(UnsupportedOperatorError, match="custom module.*'Net' at index 0"):
+        from_torch(Net(), (3,))
+
+
+def test_issue_18_load_torch_model_whole_or_state_dict(tmp_path: Path) -> None:
+    from bnbver.errors import InputError
+    from bnbver.io.torch_loader import load_torch_model
+
+    model = bn_pool_model()
+    torch.save(model, tmp_path / "whole.pt")
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    (tmp_path / "factory.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parents[1])!r})\n"
+        "from tests.test_io_torch import bn_pool_model\n\n"
+        "def build():\n    return bn_pool_model()\n")
+    x = np.random.default_rng(4).normal(size=(5, 128))
+    expected = torch_forward(model, x, (2, 8, 8))
+    for loaded in (load_torch_model(tmp_path / "whole.pt"),
+                   load_torch_model(tmp_path / "state.pt", f"{tmp_path / 'factory.py'}:build")):
+        assert not loaded.training
+        np.testing.assert_allclose(torch_forward(loaded, x, (2, 8, 8)), expected, rtol=1e-12)
+    with pytest.raises(InputError, match="state dict: give --factory"):
+        load_torch_model(tmp_path / "state.pt")
+    with pytest.raises(InputError, match="--factory"):
+        load_torch_model(tmp_path / "state.pt", "no_such_module_xyz:build")
+    (tmp_path / "junk.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="not a torch model file"):
+        load_torch_model(tmp_path / "junk.pt")

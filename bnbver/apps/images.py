@@ -2,12 +2,12 @@
 
 Inputs are returned as flat float64 vectors (C, H, W order, as bnbver's networks take them).
 A pixel file whose largest value exceeds 1 is taken to hold 0..255 values and is divided by 255.
-PNGs are drawn with matplotlib (Agg backend), imported only when a PNG is written or read.
+PNGs are drawn with matplotlib (Agg backend), imported only when a PNG is written or read;
+matplotlib is optional (``has_matplotlib``): without it the commands skip their PNG.
 """
 
 from __future__ import annotations
 
-import gzip
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +16,17 @@ from typing import Any
 import numpy as np
 
 from bnbver.errors import InputError
+from bnbver.io.datasets import read_idx_images, read_idx_labels
 from bnbver.network import Network
+
+
+def has_matplotlib() -> bool:
+    """Return whether matplotlib can be imported (it is an optional dependency)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def image_shape(network: Network) -> tuple[int, int, int]:
@@ -33,42 +43,6 @@ def image_shape(network: Network) -> tuple[int, int, int]:
 
 def _scale(values: np.ndarray) -> np.ndarray:
     return values / 255.0 if values.size and float(values.max()) > 1.0 else values
-
-
-def read_idx_images(path: str | Path, count: int | None = None) -> np.ndarray:
-    """Read an MNIST idx3 image file (optionally gzipped) as (N, 784) floats in [0, 1].
-
-    Raises:
-        InputError: the file is missing or not an idx3 file.
-    """
-    raw = _read_bytes(path)
-    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 2051:
-        raise InputError(str(path), "not an idx3 image file")
-    n, h, w = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
-    n = n if count is None else min(n, count)
-    data = np.frombuffer(raw, dtype=np.uint8, count=n * h * w, offset=16)
-    return data.reshape(n, h * w).astype(np.float64) / 255.0
-
-
-def read_idx_labels(path: str | Path, count: int | None = None) -> np.ndarray:
-    """Read an MNIST idx1 label file (optionally gzipped) as (N,) int64.
-
-    Raises:
-        InputError: the file is missing or not an idx1 file.
-    """
-    raw = _read_bytes(path)
-    if len(raw) < 8 or int.from_bytes(raw[:4], "big") != 2049:
-        raise InputError(str(path), "not an idx1 label file")
-    n = int.from_bytes(raw[4:8], "big")
-    n = n if count is None else min(n, count)
-    return np.frombuffer(raw, dtype=np.uint8, count=n, offset=8).astype(np.int64)
-
-
-def _read_bytes(path: str | Path) -> bytes:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(str(path), "no such file")
-    return gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
 
 
 def read_dataset_row(path: str | Path, index: int) -> tuple[np.ndarray, int | None]:
@@ -136,6 +110,9 @@ def load_image(path: str | Path, size: int) -> np.ndarray:
 
 
 def _read_picture(p: Path) -> np.ndarray:
+    if not has_matplotlib():
+        raise InputError(str(p), "reading a picture needs matplotlib (pip install matplotlib); "
+                         "give the input as .npy or csv instead")
     import matplotlib.image as mpimg
 
     try:

@@ -133,6 +133,10 @@ class BoundedChild:
     method: str
     state: Payload | None
     free_unstable: int = 0
+    #: (K,) lower bound of each disjunct's margin on the child's box (before clipping).
+    disjunct_bounds: np.ndarray | None = None
+    #: clipping cut part of the box away (that part's margin is only known to be > 0)
+    shrunk: bool = False
 
 
 @dataclass(frozen=True)
@@ -352,12 +356,15 @@ class NodeBounder:
         Boxes stay float64 numpy (``box``): the engine may compute in float32, but node
         boxes must tile the root box exactly.
         """
-        node_lb = self._node_bounds(result.row_lower).cpu().numpy()
+        per_disjunct = self._disjunct_bounds(result.row_lower)
+        node_lb = per_disjunct.min(dim=1).values.cpu().numpy()
+        per_disjunct_np = per_disjunct.cpu().numpy()
         infeasible = result.infeasible.cpu().numpy()
         lo, up = box
         clipped = np.zeros(batch.batch_size, dtype=bool)
         if result.row_linear is not None and self.clip:
             lo, up, clipped = self._clipped(result, lo, up)
+        shrunk = np.any((lo != box[0]) | (up != box[1]), axis=1)
         coeffs = result.input_coeffs
         cands = (result.candidates.cpu().numpy() if coeffs is None
                  else np.where(coeffs.cpu().numpy() > 0, lo, up))
@@ -375,7 +382,8 @@ class NodeBounder:
                                     bool(infeasible[b] or clipped[b]), cands[b],
                                     bool(exhausted[b]),
                                     "clip" if clipped[b] and not infeasible[b] else method,
-                                    payload, int(free[b])))
+                                    payload, int(free[b]), per_disjunct_np[b],
+                                    bool(shrunk[b])))
         return out
 
     def _clipped(self, result: BoundResult, lo: np.ndarray,
@@ -390,10 +398,13 @@ class NodeBounder:
 
     def _node_bounds(self, row_lower: torch.Tensor) -> torch.Tensor:
         """Return (B,) node bounds: min over disjuncts of max over the disjunct's rows."""
+        return self._disjunct_bounds(row_lower).min(dim=1).values
+
+    def _disjunct_bounds(self, row_lower: torch.Tensor) -> torch.Tensor:
+        """Return (B, K) disjunct bounds: max over each disjunct's rows."""
         per = torch.full((row_lower.shape[0], self.n_disjuncts), -torch.inf,
                          dtype=row_lower.dtype, device=row_lower.device)
-        per = per.scatter_reduce(1, self._disj.expand_as(row_lower), row_lower, "amax")
-        return per.min(dim=1).values
+        return per.scatter_reduce(1, self._disj.expand_as(row_lower), row_lower, "amax")
 
     def _free_unstable(self, batch: NodeBatch, state: NodeState) -> np.ndarray:
         """Return (B,) counts of ReLUs that are neither split nor stable.

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 #: A node closes only when its lower bound exceeds this (float64 CPU bounds; the engine adds
 #: its own margin on float32 devices).
 SOUNDNESS_EPS = 1e-9
+#: Seconds between two progress lines of a search (logged at INFO level: ``bnbver -v``).
+PROGRESS_LOG_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,9 @@ class _Search:
     stall_seconds: float = 0.0
     milp_tried: set[int] = field(default_factory=set)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    root_disjuncts: np.ndarray | None = None
+    last_log: float = 0.0
+    clipped: bool = False
 
 
 def choose_split_kind(network: Network, options: BabOptions) -> str:
@@ -229,6 +234,8 @@ def _search(s: _Search) -> Result:
     root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits)
     s.stats.bound_calls += 1
     s.stats.add_time("root_bounds", time.monotonic() - t0)
+    s.root_disjuncts = root.disjunct_bounds
+    s.last_log = time.monotonic()
     outcome = _prune(s, [root], [None])
     if outcome is not None:
         return outcome
@@ -247,10 +254,12 @@ def _search(s: _Search) -> Result:
         if outcome is not None:
             return outcome
         _trace(s)
+        _log_progress(s)
         outcome = _on_stall(s)
         if outcome is not None:
             return outcome
-    return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves)), stats=s.stats)
+    return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
+                  **_bound_fields(s, _leaves_bound(s)))
 
 
 def _round(s: _Search) -> Result | None:
@@ -361,6 +370,7 @@ def _prune(s: _Search, children: list[BoundedChild], parents: list[Node | None],
             _close(s, node, parent, "infeasible" if child.infeasible and child.method != "clip"
                    else child.method)
             continue
+        s.clipped |= child.shrunk
         cex = _check_candidate(s, child) if suspect else None
         if cex is not None:
             s.recorder.node(node, parent, "counterexample", time.monotonic() - s.started,
@@ -473,12 +483,61 @@ def _trace(s: _Search) -> None:
 
 def _split_off(s: _Search) -> Result:
     """Stop early and hand the open nodes (as boxes + splits) to the caller."""
+    lb = s.frontier.global_lower_bound()
     open_nodes = tuple((n.lower, n.upper, n.splits) for n in s.frontier.drain())
     return Result(Status.UNKNOWN, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
-                  message="split into subtrees", open_nodes=open_nodes)
+                  message="split into subtrees", open_nodes=open_nodes,
+                  **_bound_fields(s, lb))
 
 
 def _timeout(s: _Search) -> Result:
     lb = s.frontier.global_lower_bound()
     return Result(Status.TIMEOUT, stats=s.stats,
-                  message=f"{len(s.frontier)} open nodes, global lower bound {lb:.4g}")
+                  message=f"{len(s.frontier)} open nodes, global lower bound {lb:.4g}",
+                  **_bound_fields(s, lb))
+
+
+def _leaves_bound(s: _Search) -> float:
+    """Return the proven lower bound of the margin over the box once every node closed.
+
+    It is the smallest bound of a leaf closed by its bound.
+    """
+    return leaves_bound(s.leaves)
+
+
+def leaves_bound(leaves: list[Leaf]) -> float:
+    """Return a lower bound of the margin over the closed leaves (+inf when there are none).
+
+    A leaf's bound holds on its whole box. Leaves of infeasible split sets hold no input; a
+    box that clipping emptied holds no counterexample, so its margin is also positive.
+    """
+    bounds = [max(leaf.bound, 0.0) if leaf.method == "clip" else leaf.bound
+              for leaf in leaves if leaf.method != "infeasible"]
+    return min(bounds, default=float("inf"))
+
+
+def _bound_fields(s: _Search, lower_bound: float) -> dict[str, Any]:
+    """Return the ``Result`` bound fields: the global bound and the per-disjunct bounds.
+
+    Every disjunct's margin is at least the global bound (each node's bound is its smallest
+    disjunct bound), and at least the root's bound of that disjunct. Where input-domain
+    clipping cut away parts of open boxes, their margin is only known to be positive, so the
+    global bound is then at most 0 (a box closed by its bound is bounded as a whole).
+    """
+    if s.clipped:
+        lower_bound = min(lower_bound, 0.0)
+    root = s.root_disjuncts
+    if root is None:
+        return {"lower_bound": lower_bound}
+    per = tuple(float(max(v, lower_bound)) for v in root)
+    return {"lower_bound": float(lower_bound), "disjunct_bounds": (per,)}
+
+
+def _log_progress(s: _Search) -> None:
+    """Log the search's progress at most every ``PROGRESS_LOG_SECONDS`` (INFO level)."""
+    now = time.monotonic()
+    if now - s.last_log < PROGRESS_LOG_SECONDS:
+        return
+    s.last_log = now
+    log.info("%d nodes, %d open, global lower bound %.4g, %.1f s", s.stats.nodes,
+             len(s.frontier), s.frontier.global_lower_bound(), now - s.started)

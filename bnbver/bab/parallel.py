@@ -17,10 +17,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from bnbver.bab.loop import BabOptions, run_bab
+from bnbver.bab.loop import BabOptions, leaves_bound, run_bab
 from bnbver.network import Network
 from bnbver.result import Certificate, Leaf, Result, Stats, Status
 from bnbver.spec import InputBox, Property
@@ -42,12 +43,13 @@ def run_parallel(network: Network, prop: Property, options: BabOptions, deadline
         flag = str(Path(tmp) / "stop")
         wall_deadline = time.time() + (deadline - time.monotonic())
         return _gather(network, prop, options, head.open_nodes, wall_deadline, flag, seed,
-                       stats, leaves)
+                       stats, leaves, head.disjunct_bounds)
 
 
 def _gather(network: Network, prop: Property, options: BabOptions,
             pieces: tuple[tuple[np.ndarray, np.ndarray, SplitSet], ...], wall_deadline: float,
-            flag: str, seed: int, stats: Stats, leaves: list[Leaf]) -> Result:
+            flag: str, seed: int, stats: Stats, leaves: list[Leaf],
+            root: tuple[tuple[float, ...], ...] = ()) -> Result:
     """Run the subtrees and combine: any sat wins; all unsat gives unsat; else the worst."""
     from joblib import Parallel, delayed
 
@@ -57,18 +59,31 @@ def _gather(network: Network, prop: Property, options: BabOptions,
     worst: Result | None = None
     results: Iterator[Result] = Parallel(n_jobs=options.jobs,
                                          return_as="generator_unordered")(tasks)
+    bound: float | None = leaves_bound(leaves)
     for sub in results:
         _merge_stats(stats, sub.stats)
         if sub.status is Status.VIOLATED:
             Path(flag).touch()
             return replace(sub, stats=stats)
+        bound = None if bound is None or sub.lower_bound is None else min(bound,
+                                                                         sub.lower_bound)
         if sub.status is Status.HOLDS and sub.certificate is not None:
             leaves.extend(sub.certificate.leaves)
         elif worst is None or sub.status is Status.TIMEOUT:
             worst = sub
     if worst is not None:
-        return replace(worst, stats=stats, open_nodes=())
-    return Result(Status.HOLDS, certificate=Certificate(tuple(leaves)), stats=stats)
+        return replace(worst, stats=stats, open_nodes=(), **_bound_fields(root, bound))
+    return Result(Status.HOLDS, certificate=Certificate(tuple(leaves)), stats=stats,
+                  **_bound_fields(root, bound))
+
+
+def _bound_fields(root: tuple[tuple[float, ...], ...], bound: float | None) -> dict[str, Any]:
+    """Return the combined bound fields: the smallest subtree bound, and per disjunct at
+    least that and the root's bound (``root``: the head search's ``disjunct_bounds``)."""
+    if bound is None:
+        return {"lower_bound": None, "disjunct_bounds": ()}
+    return {"lower_bound": bound,
+            "disjunct_bounds": tuple(tuple(max(v, bound) for v in row) for row in root)}
 
 
 def solve_subtree(network: Network, prop: Property, options: BabOptions, lower: np.ndarray,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +17,20 @@ import numpy as np
 
 from bnbver.apps.adversarial import AdversarialResult, minimal_adversarial
 from bnbver.apps.images import (
+    has_matplotlib,
     image_shape,
     load_image,
     read_dataset_row,
     save_adversarial_png,
 )
 from bnbver.apps.optimize import TIGHTEN_MODES, OptimizeOptions, OptimizeResult
+from bnbver.commands.common import check_writable, quiet
 from bnbver.errors import InputError
 from bnbver.io.loaders import load_network
 from bnbver.network import Network
+from bnbver.progress import timed
+
+log = logging.getLogger(__name__)
 
 #: where ``--index`` reads images when ``--data`` is not given (relative to the working dir)
 DEFAULT_DATA = "../shared/benchmarks/data/mnist/t10k-images-idx3-ubyte.gz"
@@ -76,10 +82,30 @@ def parse_box(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def png_target(args: argparse.Namespace, default: str) -> str | None:
+    """Return where to write the PNG, or None (``--no-png``, or no matplotlib: a warning).
+
+    Checked before the solve, so a missing plotting library or an unwritable path never
+    costs the result.
+
+    Raises:
+        InputError: the PNG path is not writable.
+    """
+    if args.no_png:
+        return None
+    if not has_matplotlib():
+        log.warning("matplotlib is not installed: no PNG is written (pip install matplotlib)")
+        return None
+    target = str(args.png or default)
+    check_writable(target, "--png")
+    return target
+
+
 def options_of(args: argparse.Namespace) -> OptimizeOptions:
     """Return the optimiser options of the shared arguments."""
     if not args.timeout > 0:
         raise InputError("--timeout", f"{args.timeout} (expected > 0)")
+    _check_method(args.method)
     return OptimizeOptions(time_limit=args.timeout, tighten=args.tighten, gap_rel=args.gap)
 
 
@@ -137,17 +163,33 @@ def run(args: argparse.Namespace) -> int:
     x0, label = read_input(args, network, args.image, args.index)
     y0 = network.forward(x0)
     target = _target(args.target, int(np.argmax(y0)), network.num_outputs)
-    res = minimal_adversarial(network, x0, target, norm=args.norm, margin=args.margin,
-                              domain=parse_box(args.box), options=options_of(args),
-                              method=args.method)
-    png = None
-    if res.x is not None and not args.no_png:
+    options, domain = options_of(args), parse_box(args.box)
+    png = png_target(args, "adversarial.png")
+    with timed("adversarial", args.timeout, enabled=not quiet(args)):
+        res = minimal_adversarial(network, x0, target, norm=args.norm, margin=args.margin,
+                                  domain=domain, options=options, method=args.method)
+    if res.x is not None and png is not None:
         png = str(save_adversarial_png(
-            args.png or "adversarial.png", res.x0, res.x, image_shape(network),
+            png, res.x0, res.x, image_shape(network),
             f"{res.norm} distance {res.distance:.4g} (bound {res.bound:.4g}), target "
             f"{res.target}"))
+    else:
+        png = None
     _report(res, label, png, args.json)
     return 0
+
+
+def _check_method(method: str) -> None:
+    """Raise InputError for a ``--method`` that is not bab or milp[:<formulation>]."""
+    from bnbver.milp import parse_formulation
+
+    if method == "bab" or method == "milp":
+        return
+    if method.startswith("milp:"):
+        parse_formulation(method.partition(":")[2])
+        return
+    raise InputError("--method", f"unknown method '{method}' (expected bab or "
+                     "milp:<bigm|extended|partition:N>)")
 
 
 def _target(text: str, predicted: int, classes: int) -> int:

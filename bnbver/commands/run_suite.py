@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bnbver.commands.common import check_positive, check_writable, quiet
 from bnbver.errors import InputError
+from bnbver.progress import Progress
 
 FIELDS = ["onnx", "vnnlib", "result", "seconds", "nodes", "expected", "correct", "message"]
 
@@ -130,31 +132,37 @@ def run(args: argparse.Namespace) -> int:
     from bnbver.driver import parse_options
 
     parse_options(args.option)  # bad options fail here, before any instance runs
+    check_positive(args.jobs, "--jobs", integer=True)
+    check_positive(args.limit, "--limit", integer=True)
+    check_positive(args.timeout_scale, "--timeout-scale")
+    check_positive(args.max_timeout, "--max-timeout")
     path = Path(args.instances)
     instances = [i for i in read_instances(path) if args.filter in f"{i.name_onnx},{i.name_vnnlib}"]
     instances = instances[: args.limit] if args.limit else instances
     expected = read_expected(path.parent / "expected.csv")
     out = Path(args.out)
+    check_writable(out)
     kept = _kept_rows(out) if args.resume else []
     done_keys = {(r["onnx"], r["vnnlib"]) for r in kept}
     todo = [i for i in instances if (i.name_onnx, i.name_vnnlib) not in done_keys]
     counts: dict[str, int] = {}
     for row in kept:
         _count(counts, row)
-    if kept:
+    if kept and not quiet(args):
         print(f"resuming: {len(kept)} rows kept in {out}, {len(todo)} instances to run",
               file=sys.stderr)
-    with out.open("a" if kept else "w", newline="") as f:
+    with out.open("a" if kept else "w", newline="") as f, Progress(
+            len(todo), "run-suite", enabled=not quiet(args)) as bar:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         if not kept:
             writer.writeheader()
-        for done, row in enumerate(_run_all(todo, args), start=1):
+        for row in _run_all(todo, args):
             row["expected"] = expected.get((row["onnx"], row["vnnlib"]), "")
             wrong = _count(counts, row)
             writer.writerow(row)
             f.flush()
-            print(f"[{done}/{len(todo)}] {row['onnx']} {row['vnnlib']}: {row['result']} "
-                  f"{row['seconds']}s{'  WRONG' if wrong else ''}", file=sys.stderr, flush=True)
+            bar.update(info=f"{row['onnx']} {row['vnnlib']}: {row['result']} "
+                       f"{row['seconds']}s{'  WRONG' if wrong else ''}")
     print(" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
     return 1 if counts.get("WRONG") else 0
 

@@ -21,7 +21,9 @@ import numpy as np
 
 from bnbver.apps.bdnn import LOSSES, METHODS, BdnnOptions, TrainResult, train
 from bnbver.apps.bdnn_model import ACTIVATIONS, WeightSpec
+from bnbver.commands.common import check_writable, quiet
 from bnbver.errors import InputError
+from bnbver.progress import timed
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -145,7 +147,10 @@ def run(args: argparse.Namespace) -> int:
     x, y, labels = read_labelled_csv(args.data)
     options = _options(args)
     options = BdnnOptions(**{**options.__dict__, "num_classes": max(len(labels), 2)})
-    with _stdout_to_stderr():
+    if args.out:
+        check_writable(args.out)
+    with _stdout_to_stderr(), timed("train-bdnn", options.time_limit,
+                                    enabled=not quiet(args)):
         result = train(x, y, options)
     info = summary(result, len(y), labels)
     if args.out:

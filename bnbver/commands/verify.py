@@ -1,17 +1,20 @@
 """``bnbver verify NET PROP``: decide one VNN-LIB property, VNN-COMP style.
 
 Writes the result file (``sat`` with the counterexample, ``unsat``, ``timeout`` or
-``unknown``) to ``--out`` and prints the status word on stdout.
+``unknown``) to ``--out`` and prints the status word on stdout, or with ``--json`` the whole
+result as one JSON object (``Result.to_dict``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
-from bnbver.driver import VerifierOptions, parse_options, verify
+from bnbver.commands.common import check_positive, check_writable, quiet
+from bnbver.driver import VerifierOptions, parse_options, validate_device, verify
 from bnbver.io.loaders import load_network, load_properties
 from bnbver.result import Result, Status, format_vnncomp
 
@@ -35,6 +38,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "input_intermediate=crown (repeatable)")
     parser.add_argument("--record", default=None,
                         help="write the search tree as JSON lines (one line per node)")
+    parser.add_argument("--json", action="store_true",
+                        help="print the result as one JSON object instead of the status word")
 
 
 def summary(result: Result) -> str:
@@ -50,6 +55,12 @@ def summary(result: Result) -> str:
 def run(args: argparse.Namespace) -> int:
     """Verify and write the result; exit 0 whatever the verdict (1 on a solver error)."""
     start = time.monotonic()
+    check_positive(args.timeout, "--timeout")
+    check_positive(args.jobs, "--jobs", integer=True)
+    validate_device(args.device)
+    for path, flag in ((args.out, "--out"), (args.record, "--record")):
+        if path:
+            check_writable(path, flag)
     network = load_network(args.net)
     props = load_properties(args.prop, network)
     kwargs = dict(
@@ -63,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     text = format_vnncomp(result)
     if args.out:
         Path(args.out).write_text(text)
-    print(text.splitlines()[0])
-    print(summary(result), file=sys.stderr)
+    print(json.dumps(result.to_dict()) if args.json else text.splitlines()[0])
+    if not quiet(args):
+        print(summary(result), file=sys.stderr)
     return 1 if result.status is Status.ERROR else 0

@@ -15,8 +15,10 @@ import numpy as np
 
 from bnbver.apps.images import image_shape, load_image, save_grid_png
 from bnbver.apps.visualize import UnitResult, maximize_unit, parse_unit
-from bnbver.commands.adversarial import add_common, options_of, parse_box, solve_json
+from bnbver.commands.adversarial import add_common, options_of, parse_box, png_target, solve_json
+from bnbver.commands.common import quiet
 from bnbver.io.loaders import load_network
+from bnbver.progress import timed
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -52,15 +54,16 @@ def run(args: argparse.Namespace) -> int:
     network = load_network(args.net)
     layer, index = parse_unit(args.unit, network)
     near = None if args.near is None else load_image(args.near, network.input_size)
-    res = maximize_unit(network, layer, index, near=near, weight=args.weight,
-                        domain=parse_box(args.box), options=options_of(args),
-                        method=args.method)
+    options, domain = options_of(args), parse_box(args.box)
+    target = png_target(args, "visualize.png")
+    with timed("visualize", args.timeout, enabled=not quiet(args)):
+        res = maximize_unit(network, layer, index, near=near, weight=args.weight,
+                            domain=domain, options=options, method=args.method)
     png = None
-    if res.x is not None and not args.no_png:
+    if res.x is not None and target is not None:
         images, titles = [res.x], [f"unit {layer}:{index} = {res.activation:.3g}"]
         if near is not None:
             images, titles = [near, res.x], ["near", titles[0]]
-        png = str(save_grid_png(args.png or "visualize.png", images, titles,
-                                image_shape(network)))
+        png = str(save_grid_png(target, images, titles, image_shape(network)))
     _report(res, png, args.json)
     return 0

@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from bnbver.errors import InputError
 from bnbver.network import Network
 from bnbver.spec import Property, validate_property
+
+#: file extensions read as torch models (``torch.save`` of a module or a state dict)
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def load_model(path: str | Path, factory: str | None = None) -> Any:
+    """Load a network file: ONNX / .nnet as a Network, .pt / .pth as a torch module.
+
+    Args:
+        path: the model file.
+        factory: ``module:function`` building the module of a state dict (torch files).
+
+    Returns:
+        A :class:`Network`, or an ``nn.Module`` in evaluation mode (which
+        ``bnbver.driver.as_network`` converts once the input shape is known).
+
+    Raises:
+        InputError: the file is missing, has an unknown extension or does not load.
+    """
+    if Path(path).suffix.lower() in TORCH_SUFFIXES:
+        from bnbver.io.torch_loader import load_torch_model
+
+        return load_torch_model(path, factory)
+    return load_network(path)
 
 
 def load_network(path: str | Path) -> Network:
@@ -27,7 +52,8 @@ def load_network(path: str | Path) -> Network:
         from bnbver.io.nnet import load_nnet
 
         return load_nnet(p)
-    raise InputError(str(path), f"unknown network format '{suffix}' (expected .onnx or .nnet)")
+    raise InputError(str(path), f"unknown network format '{suffix}' (expected .onnx or .nnet"
+                     f"{', or .pt/.pth for a torch model' if suffix in TORCH_SUFFIXES else ''})")
 
 
 def load_properties(path: str | Path, network: Network) -> list[Property]:

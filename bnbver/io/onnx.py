@@ -10,7 +10,10 @@ handler in ``_HANDLERS`` (a dispatch dict, OMLT style):
   (``ceil_mode = 0``) becomes :class:`MaxPool2d`; ``Relu`` becomes :class:`ReLU`;
 - ``Flatten`` and ``Reshape`` keep the batch dimension and only re-label the flat (C-order)
   vector, so they change the tracked shape and at most add a :class:`Flatten` marker;
-- ``Identity`` and ``Dropout`` (inference) are dropped;
+- ``Identity`` and ``Dropout`` (inference) are dropped; an ``Identity`` of a constant (which
+  ``torch.onnx.export`` writes for weights) is a constant, like a ``Constant`` node;
+- ``AveragePool`` (zero padding only when ``count_include_pad = 1``) and ``GlobalAveragePool``
+  become a :class:`Conv2d` with fixed weights (``bnbver.io.layers.avg_pool_conv``);
 - elementwise ``Add``/``Sub``/``Mul``/``Div`` with a constant, and ``BatchNormalization``, are
   elementwise affine maps ``v -> s * v + t`` (s, t flat arrays over the tensor). They are folded
   into the affine layer just before them (``W' = diag(s) W``, ``b' = s * b + t``) when there is
@@ -34,6 +37,7 @@ from google.protobuf.message import Error as ProtobufError
 from onnx import numpy_helper
 
 from bnbver.errors import InputError, UnsupportedOperatorError
+from bnbver.io.layers import avg_pool_conv
 from bnbver.network import Conv2d, Dense, Flatten, Layer, MaxPool2d, Network, ReLU
 
 MAX_DIAGONAL = 4096
@@ -135,6 +139,9 @@ def _visit(st: _State, node: onnx.NodeProto, label: str) -> None:
             st.src, f"unsupported operator '{node.op_type}' in node '{label}'"
         )
     acts = [x for x in node.input if x and x not in st.consts]
+    if node.op_type == "Identity" and not acts and node.input:
+        st.consts[node.output[0]] = st.consts[node.input[0]]
+        return
     if acts != [st.current]:
         raise InputError(
             st.src,
@@ -320,6 +327,31 @@ def _maxpool(st: _State, node: onnx.NodeProto, label: str) -> None:
     st.shape = layer.out_shape
 
 
+def _avgpool(st: _State, node: onnx.NodeProto, label: str) -> None:
+    """AveragePool (2-D) as a Conv2d with fixed weights; padding must count in the divisor."""
+    a = _attrs(node)
+    kernel = tuple(int(k) for k in a.get("kernel_shape", []))
+    if len(kernel) != 2:
+        _unsupported(st, node, label, "only 2-D pooling is supported")
+    stride, pad = _spatial(st, node, label, (kernel[0], kernel[1]))
+    if any(pad) and not int(a.get("count_include_pad", 0)):
+        _unsupported(st, node, label, "padding left out of the divisor (count_include_pad=0)")
+    layer = avg_pool_conv((kernel[0], kernel[1]), stride, pad,
+                          (st.shape[0], st.shape[1], st.shape[2]))
+    _emit_affine(st, layer, label)
+    st.shape = layer.out_shape
+
+
+def _global_avgpool(st: _State, node: onnx.NodeProto, label: str) -> None:
+    """GlobalAveragePool: the mean of each channel, a Conv2d with an H x W kernel."""
+    if len(st.shape) != 3:
+        _unsupported(st, node, label, f"input shape {st.shape} is not (C, H, W)")
+    c, h, w = st.shape
+    layer = avg_pool_conv((h, w), (1, 1), (0, 0, 0, 0), (c, h, w))
+    _emit_affine(st, layer, label)
+    st.shape = layer.out_shape
+
+
 def _relu(st: _State, node: onnx.NodeProto, label: str) -> None:
     """Relu: a ReLU layer on the whole tensor."""
     _flush_pending(st, f"node '{label}'")
@@ -438,6 +470,8 @@ _HANDLERS: dict[str, _Handler] = {
     "Gemm": _gemm,
     "Conv": _conv,
     "MaxPool": _maxpool,
+    "AveragePool": _avgpool,
+    "GlobalAveragePool": _global_avgpool,
     "Relu": _relu,
     "Add": _elementwise,
     "Sub": _elementwise,

@@ -1,22 +1,34 @@
 """Convert a ``torch.nn.Sequential`` of supported modules into the :mod:`bnbver.network` IR.
 
 Supported: ``Linear``, ``Conv2d`` (``groups = 1``, ``dilation = 1``, zero padding), ``ReLU``,
-``MaxPool2d`` (``dilation = 1``, no ``ceil_mode``), ``Flatten`` (``start_dim = 1``,
-``end_dim = -1``), and ``Identity``/``Dropout`` (dropped). Nested ``Sequential`` containers are
-walked in order; errors name a module by its dotted index (``"2.1"`` is child 1 of child 2).
+``MaxPool2d`` (``dilation = 1``, no ``ceil_mode``), ``AvgPool2d`` (no ``ceil_mode``; with
+padding only when it counts in the divisor) and ``AdaptiveAvgPool2d`` (output sizes dividing
+the input) as a :class:`Conv2d` with fixed weights, ``BatchNorm1d``/``BatchNorm2d`` (inference:
+running statistics) folded into the affine layer just before them, or else a diagonal layer,
+``Flatten`` (``start_dim = 1``, ``end_dim = -1``), and ``Identity``/``Dropout`` (dropped).
+Nested ``Sequential`` containers are walked in order; errors name a module by its dotted index
+(``"2.1"`` is child 1 of child 2). Other modules (including custom ``nn.Module`` classes with
+their own ``forward``) are refused with a message naming the first one.
+
+:func:`load_torch_model` reads a module saved whole (``torch.save(model)``) or a state dict
+with a factory function that builds the module.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
 from torch import nn
 
-from bnbver.errors import UnsupportedOperatorError
+from bnbver.errors import InputError, UnsupportedOperatorError
+from bnbver.io.layers import avg_pool_conv, channel_affine, fold_after
 from bnbver.network import Conv2d, Dense, Flatten, Layer, MaxPool2d, Network, ReLU
 
 SOURCE = "torch module"
@@ -58,7 +70,10 @@ def from_torch(module: nn.Module, input_shape: tuple[int, ...]) -> Network:
     for index, mod in _leaves(module, ""):
         handler = _HANDLERS.get(type(mod))
         if handler is None:
-            _unsupported(mod, index, "unsupported module type")
+            custom = not isinstance(mod, nn.Sequential) and any(True for _ in mod.children())
+            _unsupported(mod, index, "unsupported module type" if not custom else
+                         "a custom module with its own forward (bnbver reads nn.Sequential "
+                         "chains of supported layers; export it to ONNX instead) is")
         handler(st, mod, index)
     return Network(tuple(st.layers), tuple(input_shape), st.shape)
 
@@ -164,6 +179,149 @@ def _identity(st: _State, mod: nn.Module, index: str) -> None:
     """Identity and Dropout (evaluation) change nothing."""
 
 
+def _batchnorm(st: _State, mod: nn.Module, index: str) -> None:
+    """BatchNorm1d on (C,) / BatchNorm2d on (C, H, W), with the running statistics.
+
+    ``s = gamma / sqrt(var + eps)``, ``t = beta - mean * s`` per channel; folded into the
+    affine layer just before (exact), otherwise a diagonal layer of its own.
+    """
+    assert isinstance(mod, (nn.BatchNorm1d, nn.BatchNorm2d))
+    two_d = isinstance(mod, nn.BatchNorm2d)
+    if mod.running_mean is None or mod.running_var is None:
+        _unsupported(mod, index, "BatchNorm without running statistics "
+                     "(track_running_stats=False) in")
+    if len(st.shape) != (3 if two_d else 1) or st.shape[0] != mod.num_features:
+        _unsupported(mod, index, f"input shape {st.shape} does not fit")
+    var, mean = _array(mod.running_var), _array(mod.running_mean)
+    gamma = _array(mod.weight) if mod.weight is not None else np.ones(mod.num_features)
+    beta = _array(mod.bias) if mod.bias is not None else np.zeros(mod.num_features)
+    scale = gamma / np.sqrt(var + float(mod.eps))
+    shift = beta - mean * scale
+    folded = fold_after(st.layers[-1], scale, shift) if st.layers else None
+    if folded is not None:
+        st.layers[-1] = folded
+    else:
+        st.layers.append(channel_affine(scale, shift, st.shape))
+
+
+def _avgpool(st: _State, mod: nn.Module, index: str) -> None:
+    """AvgPool2d as a Conv2d with fixed weights (see ``bnbver.io.layers``)."""
+    assert isinstance(mod, nn.AvgPool2d)
+    if len(st.shape) != 3:
+        _unsupported(mod, index, f"input shape {st.shape} is not (C, H, W) for")
+    ph, pw = _pair(mod.padding)
+    if mod.ceil_mode or ((ph or pw) and not mod.count_include_pad
+                         and mod.divisor_override is None):
+        _unsupported(mod, index, "ceil_mode, or padding left out of the divisor, in")
+    kernel = _pair(mod.kernel_size)
+    stride = _pair(mod.stride if mod.stride is not None else mod.kernel_size)
+    layer = avg_pool_conv(kernel, stride, (ph, pw, ph, pw), (st.shape[0], st.shape[1],
+                          st.shape[2]), mod.divisor_override)
+    st.layers.append(layer)
+    st.shape = layer.out_shape
+
+
+def _adaptive_avgpool(st: _State, mod: nn.Module, index: str) -> None:
+    """AdaptiveAvgPool2d whose output sizes divide the input's: a plain average pooling."""
+    assert isinstance(mod, nn.AdaptiveAvgPool2d)
+    if len(st.shape) != 3:
+        _unsupported(mod, index, f"input shape {st.shape} is not (C, H, W) for")
+    size = mod.output_size if isinstance(mod.output_size, tuple) else (mod.output_size,) * 2
+    out = tuple(st.shape[i + 1] if v is None else int(v) for i, v in enumerate(size))
+    if any(st.shape[i + 1] % out[i] for i in (0, 1)):
+        _unsupported(mod, index, f"output size {out} not dividing the input {st.shape} in")
+    kernel = (st.shape[1] // out[0], st.shape[2] // out[1])
+    layer = avg_pool_conv(kernel, kernel, (0, 0, 0, 0), (st.shape[0], st.shape[1],
+                          st.shape[2]))
+    st.layers.append(layer)
+    st.shape = layer.out_shape
+
+
+def check_input_shape(module: nn.Module, shape: tuple[int, ...], name: str = "x") -> None:
+    """Run ``module`` once on zeros of ``(1, *shape)`` (evaluation mode, caller's mode kept).
+
+    Raises:
+        InputError: the module rejects that shape (naming ``name`` and the shape).
+    """
+    param = next(module.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    device = param.device if param is not None else torch.device("cpu")
+    training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            module(torch.zeros((1, *shape), dtype=dtype, device=device))
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(name, f"shape {shape} does not fit the torch module ({first})") from None
+    finally:
+        module.train(training)
+
+
+def load_torch_model(path: str | Path, factory: str | None = None) -> nn.Module:
+    """Load a torch model saved whole, or a state dict into the module ``factory`` builds.
+
+    Args:
+        path: a file written by ``torch.save`` (a module, or a state dict).
+        factory: ``"package.module:function"`` or ``"path/to/file.py:function"``; the
+            function takes no arguments and returns the (untrained) module. Needed for a
+            state dict.
+
+    Returns:
+        The module in evaluation mode.
+
+    Raises:
+        InputError: the file is missing or not a torch file, a state dict without a factory,
+            a factory that does not load, or keys that do not match.
+
+    Loading a whole module unpickles it (``weights_only=False``): load only trusted files.
+    """
+    src = str(path)
+    if not Path(path).is_file():
+        raise InputError(src, "no such file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise InputError(src, f"not a torch model file: {type(exc).__name__}: {exc}") from None
+    if isinstance(obj, nn.Module):
+        return obj.eval()
+    if not isinstance(obj, dict):
+        raise InputError(src, f"holds a {type(obj).__name__}, expected a module or a state dict")
+    if factory is None:
+        raise InputError(src, "holds a state dict: give --factory module:function that "
+                         "builds the module")
+    module = _call_factory(factory)
+    try:
+        module.load_state_dict(obj)
+    except (RuntimeError, KeyError) as exc:
+        raise InputError(src, f"state dict does not fit {factory}: "
+                         f"{str(exc).splitlines()[0]}") from None
+    return module.eval()
+
+
+def _call_factory(factory: str) -> nn.Module:
+    """Import ``module:function`` (or ``file.py:function``) and call it."""
+    where, sep, func = factory.rpartition(":")
+    if not sep or not where or not func:
+        raise InputError("--factory", f"{factory!r}: expected module:function")
+    try:
+        if where.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(where).stem, where)
+            if spec is None or spec.loader is None or not Path(where).is_file():
+                raise ImportError(f"no such file {where}")
+            mod: Any = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(where)
+        built = getattr(mod, func)()
+    except (ImportError, AttributeError, TypeError) as exc:
+        raise InputError("--factory", f"{factory!r}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(built, nn.Module):
+        raise InputError("--factory", f"{factory!r} returned a {type(built).__name__}, "
+                         f"not a torch module")
+    return built
+
+
 _HANDLERS: dict[type, _Handler] = {
     nn.Linear: _linear,
     nn.Conv2d: _conv,
@@ -172,4 +330,8 @@ _HANDLERS: dict[type, _Handler] = {
     nn.Flatten: _flatten,
     nn.Identity: _identity,
     nn.Dropout: _identity,
+    nn.BatchNorm1d: _batchnorm,
+    nn.BatchNorm2d: _batchnorm,
+    nn.AvgPool2d: _avgpool,
+    nn.AdaptiveAvgPool2d: _adaptive_avgpool,
 }

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from bnbver.driver import verify
+from bnbver.progress import Progress
 from bnbver.result import validate_counterexample
 from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
 
@@ -94,32 +95,39 @@ def run_study(refs: Sequence[InstanceRef], runners: Mapping[str, Runner], store:
               options: StudyOptions) -> list[str]:
     """Run every runner on every instance not yet in ``store``; return the alarm lines."""
     warm_up()
-    for i, ref in enumerate(refs, start=1):
-        todo = [s for s in runners if not store.done(ref.name, s, options.timeout)]
-        if not todo:
-            continue
-        try:
-            inst = load(ref)
-        except Exception as exc:  # a broken instance file becomes error rows
-            for s in todo:
-                store.append({"instance": ref.name, "solver": s, "answer": "error",
-                              "timeout": f"{options.timeout:g}", "expected": ref.expected,
-                              "check": "ok", "message": f"load: {exc}"[:200]})
-            continue
-        for solver in todo:
-            outcome = _safe_run(runners[solver], inst, options.timeout)
-            if outcome.answer == NOT_APPLICABLE:
-                continue
-            row = to_row(inst, solver, outcome, options.timeout)
-            store.append(row)
-            if not options.quiet:
-                print(f"[{i}/{len(refs)}] {ref.name} {solver}: {row['answer']} "
-                      f"{row['seconds']}s nodes={row['nodes']}"
-                      + (f" {row['check']}" if row["check"] != "ok" else ""),
-                      file=sys.stderr, flush=True)
-        for line in alarm_lines([r for r in store.rows if r["instance"] == ref.name]):
-            print(line, file=sys.stderr, flush=True)
+    with Progress(len(refs) * len(runners), "study", enabled=not options.quiet) as bar:
+        for ref in refs:
+            todo = [s for s in runners if not store.done(ref.name, s, options.timeout)]
+            bar.update(len(runners) - len(todo))
+            if todo:
+                _run_instance(ref, todo, runners, store, options, bar)
     return alarm_lines(store.rows)
+
+
+def _run_instance(ref: InstanceRef, todo: list[str], runners: Mapping[str, Runner],
+                  store: ResultStore, options: StudyOptions, bar: Progress) -> None:
+    """Run the solvers ``todo`` on one instance, appending rows and counting progress."""
+    try:
+        inst = load(ref)
+    except Exception as exc:  # a broken instance file becomes error rows
+        for s in todo:
+            store.append({"instance": ref.name, "solver": s, "answer": "error",
+                          "timeout": f"{options.timeout:g}", "expected": ref.expected,
+                          "check": "ok", "message": f"load: {exc}"[:200]})
+        bar.update(len(todo), info=f"{ref.name}: load error")
+        return
+    for solver in todo:
+        outcome = _safe_run(runners[solver], inst, options.timeout)
+        if outcome.answer == NOT_APPLICABLE:
+            bar.update()
+            continue
+        row = to_row(inst, solver, outcome, options.timeout)
+        store.append(row)
+        bar.update(info=f"{ref.name} {solver}: {row['answer']} {row['seconds']}s "
+                   f"nodes={row['nodes']}" + (f" {row['check']}" if row["check"] != "ok"
+                                              else ""))
+    for line in alarm_lines([r for r in store.rows if r["instance"] == ref.name]):
+        print(line, file=sys.stderr, flush=True)
 
 
 def machine_line() -> str:
