@@ -23,7 +23,8 @@ one ``error:`` line and exits 2.
 Usage:
     python scripts/compare_branching.py [--bench-dir DIR] [--kind relu|input|all]
         [--heuristics a,b] [--import MODULE_OR_FILE ...] [--select root-gap|band:LO:HI|spread]
-        [--limit N] [--timeout S] [--reference NAME] [--out-dir DIR] [--tag T] [--smoke]
+        [--limit N] [--timeout S] [--reference NAME] [--out-dir DIR] [--tag T]
+        [--shard I/N] [--smoke]
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness.errors import ScriptError, clean_exit
 from harness.instances import InstanceRef, LoadedInstance, select, write_tiny_suite
 from harness.report import cactus_plot, instance_table, node_table, summary_table
-from harness.results import ResultStore, Row, latest
+from harness.results import ResultStore, Row, latest, read_rows
 from harness.selection import (
     Selected,
     SelectionSpec,
@@ -55,6 +56,7 @@ from harness.study import (
     StudyOptions,
     limit_threads,
     machine_line,
+    parse_shard,
     run_study,
 )
 
@@ -112,6 +114,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="default results/compare (with --smoke: a temp dir, removed)")
     ap.add_argument("--tag", default="branching", help="file name stem of the outputs")
     ap.add_argument("--fresh", action="store_true", help="discard earlier rows of this tag")
+    ap.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
+                    help="run only every N-th selected instance, from I (0-based): N "
+                    "processes share the work and the CSV; then run the command once more "
+                    "without --shard (nothing left to run) to write the full report")
     ap.add_argument("--smoke", action="store_true",
                     help="tiny instances, a few seconds; writes nothing unless --out-dir")
     ap.set_defaults(kept=True)
@@ -164,10 +170,19 @@ def choose(spec: SelectionSpec, pool: list[InstanceRef], kind: str, reference: s
         return select_spread(pool, args.limit)
     if spec.kind == "root-gap":
         return select_root_gap(pool, kind, args.limit)
-    print(f"band selection: running {reference} on {len(pool)} candidates", file=sys.stderr)
-    run_study(pool, {reference: heuristic_runner(reference, kind)}, store,
+    i, n = args.shard
+    print(f"band selection: running {reference} on {len(pool[i::n])} candidates",
+          file=sys.stderr)
+    run_study(pool[i::n], {reference: heuristic_runner(reference, kind)}, store,
               StudyOptions(args.timeout))
-    rows = {inst: r for (inst, s), r in latest(store.rows).items() if s == reference}
+    on_disk = [r for r in read_rows(store.path) if r["timeout"] == f"{args.timeout:g}"]
+    rows = {inst: r for (inst, s), r in latest(on_disk).items() if s == reference}
+    missing = [r.name for r in pool if r.name not in rows]
+    if missing:  # only with --shard: another shard has not calibrated its part yet
+        raise ScriptError(f"--select {args.select}: {reference} has no row yet for "
+                          f"{len(missing)} candidates (e.g. {missing[0]}): calibrate first in "
+                          f"every shard (--heuristics {reference} --select spread, no "
+                          "--limit), then run this command")
     return select_band(pool, rows, spec, args.limit)
 
 
@@ -230,7 +245,8 @@ def run(args: argparse.Namespace, pools: dict[str, list[InstanceRef]] | None = N
             print(f"{kind} study: {len(chosen.refs)} of {len(pool)} candidates selected by "
                   f"{spec.describe(ref)}", file=sys.stderr)
             runners = {h: heuristic_runner(h, kind) for h in names}
-            alarms += run_study(chosen.refs, runners, store, StudyOptions(args.timeout))
+            i, n = args.shard
+            alarms += run_study(chosen.refs[i::n], runners, store, StudyOptions(args.timeout))
             studies.append(KindStudy(kind, names, ref, chosen))
     finally:
         store.close()

@@ -51,7 +51,7 @@ from harness.solvers import (
     missing_package,
     run_bnbver,
 )
-from harness.study import StudyOptions, limit_threads, machine_line, run_study
+from harness.study import StudyOptions, limit_threads, machine_line, parse_shard, run_study
 
 from bnbver.bab.bound_sources import BOUND_SOURCES
 from bnbver.errors import InputError
@@ -90,17 +90,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="tiny instances, a few seconds; writes nothing unless --out-dir")
     ap.set_defaults(kept=True)
     return ap.parse_args(argv)
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``I/N`` (0 <= I < N) for ``--shard``."""
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from None
-    if not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"need 0 <= I < N, got {text!r}")
-    return i, n
 
 
 def recording_bnbver(record_dir: Path) -> Runner:

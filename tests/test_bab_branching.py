@@ -237,3 +237,17 @@ def test_issue_20_relu_coeffs_reach_plugins_that_ask(tmp_path, clean_registry) -
     asks_seen = next(v for k, v in by_file.items() if "asks" in k)
     assert plain_seen and not any(plain_seen)
     assert asks_seen and all(asks_seen)
+
+
+@pytest.mark.slow
+def test_issue_20_plugin_resolves_in_joblib_workers(tmp_path, monkeypatch,
+                                                    clean_registry) -> None:
+    """With --jobs 2 every worker imports the plug-in file again by its name (about 15 s)."""
+    from bnbver.driver import verify
+
+    path = _plugin(tmp_path, "bnbver_test_plug_jobs", "test-jobs-plugin")
+    net, prop, violated = _instance(31, 2, [6, 5], 0.02)
+    monkeypatch.chdir(tmp_path)
+    result = verify(net, prop, timeout=60, split="relu", jobs=2,
+                    branching=f"{path.name}:score")
+    assert result.status is (Status.VIOLATED if violated else Status.HOLDS)

@@ -186,3 +186,19 @@ def test_issue_20_band_selection_runs_the_reference_once(tmp_path: Path, suite,
     md = (tmp_path / "branching.md").read_text()
     assert "suite/tiny/prop_0" not in md and "| suite/tiny/prop_1 | reference" in md
     assert "band:0:30: instances that gradient-smear decides" in md
+
+
+def test_issue_20_shards_split_the_selected_instances(tmp_path: Path, suite) -> None:
+    base = ["--out-dir", str(tmp_path), "--kind", "input", "--heuristics", "smear",
+            "--select", "spread", "--timeout", "10"]
+    for shard in ("0/2", "1/2"):
+        args = compare_branching.parse_args([*base, "--shard", shard])
+        assert compare_branching.run(args, {"input": suite}) == 0
+    rows = read_rows(tmp_path / "branching.csv")
+    assert sorted((r["instance"], r["solver"]) for r in rows) == sorted(
+        (ref.name, h) for ref in suite for h in ("gradient-smear", "smear"))
+    band = compare_branching.parse_args(["--out-dir", str(tmp_path), "--kind", "input",
+                                         "--select", "band:0:30", "--timeout", "10",
+                                         "--tag", "b", "--shard", "0/2"])
+    with pytest.raises(ScriptError, match="calibrate first"):
+        compare_branching.run(band, {"input": suite})

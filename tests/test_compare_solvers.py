@@ -194,14 +194,17 @@ def test_issue_20_old_milp_bounds_name_is_alpha() -> None:
 def test_issue_20_node_counts_beside_the_milp_solvers() -> None:
     from harness.report import node_table
 
-    def row(inst: str, solver: str, answer: str, t: float, nodes: int) -> dict[str, str]:
+    def row(inst: str, solver: str, answer: str, t: float, nodes: int,
+            gap: str = "") -> dict[str, str]:
         return {"instance": inst, "solver": solver, "answer": answer, "seconds": str(t),
-                "nodes": str(nodes)}
+                "nodes": str(nodes), "gap": gap}
 
     rows = [row("a", "bnbver", "unsat", 1.0, 100), row("a", "highs-bigm", "unsat", 10.0, 50),
             row("b", "bnbver", "unsat", 2.0, 400), row("b", "highs-bigm", "unsat", 4.0, 400),
             row("c", "bnbver", "sat", 0.1, 0), row("c", "highs-bigm", "sat", 0.5, 0),
-            row("d", "bnbver", "unsat", 1.0, 300), row("d", "highs-bigm", "timeout", 60, 900)]
+            row("d", "bnbver", "unsat", 1.0, 300), row("d", "highs-bigm", "timeout", 60, 900),
+            row("e", "bnbver", "timeout", 60, 9000, "0.5"),
+            row("e", "highs-bigm", "timeout", 60, 300, "20")]
     lines = node_table(rows, "bnbver")
     assert "nodes on the 3 all decided" in lines[0]
     cells = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
@@ -209,8 +212,10 @@ def test_issue_20_node_counts_beside_the_milp_solvers() -> None:
     # decided, nodes there, median there, both decided, median node ratio, ms per node
     assert cells["bnbver"][:4] == ["4", "500", "100", ""]
     assert cells["highs-bigm"][:5] == ["3", "450", "50", "3", "0.75"]  # ratios 0.5 and 1
-    assert cells["bnbver"][5] == "5"  # (1 + 2 + 1) s / (100 + 400 + 300) nodes
-    assert cells["highs-bigm"][5] == f"{1e3 * 74 / 1350:.3g}"
+    assert cells["bnbver"][5] == f"{1e3 * 64 / 9800:.3g}"  # (1 + 2 + 1 + 60) s / nodes
+    assert cells["highs-bigm"][5] == f"{1e3 * 134 / 1650:.3g}"
+    assert "gap left on the 1 none decided" in lines[0]
+    assert (cells["bnbver"][6], cells["highs-bigm"][6]) == ("0.5", "20")
 
 
 def test_issue_20_smoke_names_no_deleted_folder(tmp_path: Path,
@@ -230,3 +235,19 @@ def test_issue_20_bad_solver_in_smoke_is_one_error_line(
     assert compare_solvers.main(["--smoke", "--solvers", "bnbver,cplex-bigm"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --solvers: unknown solver") and "Traceback" not in err
+
+
+def test_issue_20_store_header_written_once_and_repeated_headers_skipped(
+        tmp_path: Path) -> None:
+    from harness.results import ResultStore
+
+    path = tmp_path / "r.csv"
+    a, b = ResultStore(path), ResultStore(path)  # two shards opening together
+    a.append({"instance": "i", "solver": "s", "answer": "sat", "timeout": "1"})
+    b.append({"instance": "j", "solver": "s", "answer": "unsat", "timeout": "1"})
+    a.close()
+    b.close()
+    assert path.read_text().count("instance,solver") == 1
+    with path.open("a") as f:  # a header repeated by the old race
+        f.write(path.read_text().splitlines()[0] + "\n")
+    assert [r["instance"] for r in read_rows(path)] == ["i", "j"]

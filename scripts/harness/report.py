@@ -42,24 +42,36 @@ def _nodes(r: Row) -> float:
         return math.nan
 
 
+def _gap(r: Row) -> float:
+    try:
+        return float(r.get("gap", "") or "nan")
+    except ValueError:
+        return math.nan
+
+
 def node_table(rows: Sequence[Row], reference: str | None = None) -> list[str]:
     """Return markdown lines: per solver, nodes where all decided, node ratios, ms per node.
 
     Columns: instances decided; nodes (total and median) on the instances that *every*
     solver in ``rows`` decided; against ``reference``: instances both decided and the median
     of ``nodes(solver) / nodes(reference)`` there (instances where either used 0 nodes, i.e.
-    the falsifier decided, are left out of the ratio); and milliseconds per node over
-    every run of the solver that used at least 2 nodes, decided or not (its throughput).
+    the falsifier decided, are left out of the ratio); milliseconds per node over every run
+    of the solver that used at least 2 nodes, decided or not (its throughput); and, on the
+    instances that no solver decided, the median gap left (``-lower bound`` of the margin
+    at the timeout: how far each got towards a proof where nobody finished).
     """
     last = list(latest(rows).values())
     solvers = solvers_in(rows)
     decided = {s: {r["instance"] for r in last if r["solver"] == s and r["answer"] in DECIDED}
                for s in solvers}
     common = set.intersection(*decided.values()) if decided else set()
+    ran = [{r["instance"] for r in last if r["solver"] == s} for s in solvers]
+    nobody = (set.intersection(*ran) - set.union(*decided.values())) if ran else set()
     head = (f"| solver | decided | nodes on the {len(common)} all decided | median nodes there "
             f"| both decided with {reference} | median node ratio solver/{reference} "
-            "| ms per node (runs with >= 2 nodes) |")
-    lines = [head, "|---|---|---|---|---|---|---|"]
+            f"| ms per node (runs with >= 2 nodes) | median gap left on the {len(nobody)} "
+            "none decided |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
     by = {(r["instance"], r["solver"]): r for r in last}
     for s in solvers:
         there = [_nodes(by[(i, s)]) for i in sorted(common)]
@@ -71,8 +83,9 @@ def node_table(rows: Sequence[Row], reference: str | None = None) -> list[str]:
             ratio = _num(median(a / b for a, b in pairs if a > 0 and b > 0))
         runs = [r for r in last if r["solver"] == s and _nodes(r) >= 2]
         per = sum(_seconds(r) for r in runs) / max(sum(_nodes(r) for r in runs), 1.0)
+        gap = median(_gap(by[(i, s)]) for i in nobody)
         lines.append(f"| {s} | {len(decided[s])} | {sum(there):.0f} | {_num(median(there))} "
-                     f"| {both} | {ratio} | {_num(1e3 * per) if runs else ''} |")
+                     f"| {both} | {ratio} | {_num(1e3 * per) if runs else ''} | {_num(gap)} |")
     return lines
 
 

@@ -2,9 +2,11 @@
 
 Every runner decides one loaded instance under a deadline and returns an :class:`Outcome`.
 The MILP runners share one decision loop (:func:`decide_by_milp`): one MILP per (input box,
-unsafe disjunct), built by :func:`bnbver.milp.build_milp` from the *same* root bounds that
-bnbver's BaB starts from (:func:`root_bounds`, the root of ``NodeBounder`` with bnbver's
-default options), with ``t <= MILP_UNSAT_SLACK``: a model is feasible exactly when the
+unsafe disjunct), built by :func:`bnbver.milp.build_milp` from the bounds of a named source
+(:class:`BoundsCache`, ``bnbver.bab.bound_sources``; default ``auto``: the *same* root bounds
+that bnbver's BaB starts from, the root of ``NodeBounder`` with bnbver's default options;
+``bnbver export-milp --bounds`` writes the same models), with ``t <= MILP_UNSAT_SLACK``: a
+model is feasible exactly when the
 disjunct has a counterexample (up to that slack), so "all infeasible" is unsat. A feasible
 point counts only after its input passes bnbver's float64 check; otherwise the disjunct is
 re-solved to optimality (the most violating point) in the time left.
