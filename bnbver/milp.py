@@ -75,6 +75,7 @@ from numpy.typing import ArrayLike
 
 from bnbver.errors import InputError
 from bnbver.lp.highs import HighsOptions, WarmLp, solve, write_model
+from bnbver.lp.intervals import affine_interval
 from bnbver.lp.model import LinearProgram, LpSolution, LpStatus
 from bnbver.lp.relaxation import (
     AffineSource,
@@ -541,3 +542,127 @@ def decide_milp(
                 break
         unknown |= sol.status is not LpStatus.INFEASIBLE
     return MilpVerdict(Status.UNKNOWN if unknown else Status.HOLDS, None, tuple(sols))
+
+
+# ------------------------------------------------------------------- export: one file, headers
+
+
+@dataclass(frozen=True, eq=False)
+class DisjunctionMilp:
+    r"""A MILP of a node with the whole unsafe disjunction in one model.
+
+    Attributes:
+        model: the program; ``model.columns.t`` is the margin, minimised.
+        selectors: (K,) columns of the binaries :math:`\delta_k` (one per disjunct).
+    """
+
+    model: MilpModel
+    selectors: np.ndarray
+
+
+def _add_disjunction(b: ModelBuilder, y: np.ndarray, disjuncts: Sequence[HalfSpaces],
+                     t_max: float) -> tuple[int, np.ndarray]:
+    r"""Add t, one binary per disjunct and the rows of :func:`build_disjunction_milp`.
+
+    With :math:`[L_{ki}, U_{ki}]` the interval of row i of disjunct k over y's bounds and
+    :math:`T = \min_k \max_i L_{ki}` (no margin is below it), the constant
+    :math:`M_{ki} = \max(U_{ki} - T, 0)` makes a row slack when its disjunct is not selected:
+    :math:`C_{ki} y - d_{ki} - M_{ki} \le U_{ki} - M_{ki} \le T \le t`.
+    """
+    ylo, yhi = b.bounds(y)
+    ranges = [affine_interval(sp.csr_matrix(h.C), -h.d, ylo, yhi) for h in disjuncts]
+    floor = [float(lo.max()) for lo, _ in ranges]
+    t_lo = min(floor)
+    t_hi = min(t_max, max(float(hi.max()) for _, hi in ranges))
+    t = int(b.add_cols(np.array([t_lo]), np.array([t_hi]))[0])
+    # a disjunct whose margin cannot reach t_hi is never selected
+    sel = b.add_cols(np.zeros(len(disjuncts)),
+                     np.array([1.0 if f <= t_hi else 0.0 for f in floor]), integer=True)
+    if t_lo > t_hi:
+        b.infeasible = True
+    b.add_rows(np.zeros(len(disjuncts), np.int64), sel, np.ones(len(disjuncts)), [1.0], [1.0])
+    for h, (_, hi), s in zip(disjuncts, ranges, sel, strict=True):
+        big = np.maximum(hi - t_lo, 0.0)
+        coo = sp.coo_matrix(h.C)
+        k = h.C.shape[0]
+        b.add_rows(np.concatenate([np.arange(k), np.arange(k), coo.row]),
+                   np.concatenate([np.full(k, t), np.full(k, s), y[coo.col]]),
+                   np.concatenate([np.ones(k), -big, -coo.data]), -h.d - big,
+                   np.full(k, np.inf))
+    return t, sel
+
+
+def build_disjunction_milp(
+    network: Network, prop: Property, bounds: Bounds | None, splits: Splits = None,
+    formulation: str = "bigm", *, box: InputBox | None = None, require_unsafe: bool = True,
+    unsafe_slack: float = 0.0, valid_inequalities: bool = False,
+) -> DisjunctionMilp:
+    r"""Build one MILP of a node for the whole unsafe set ``C_1 y <= d_1 or ... or C_K y <= d_K``.
+
+    The network is encoded once (as in :func:`build_milp`); binaries
+    :math:`\delta_k \in \{0, 1\}` with :math:`\sum_k \delta_k = 1` select a disjunct, and
+
+    .. math::
+        t \ge C_{ki} y - d_{ki} - M_{ki}(1 - \delta_k)\quad\text{(all k, i)},\qquad
+        t \le s\ \text{(with require_unsafe)},
+
+    minimising t (the big-M constants are in :func:`_add_disjunction`). So the optimum is the
+    minimum over k of the per-disjunct optima of :func:`build_milp`, and the model is feasible
+    exactly when one of the per-disjunct models is: one file instead of K.
+
+    Args:
+        network, prop, bounds, splits, formulation, box, valid_inequalities: as for
+            :func:`build_milp`.
+        require_unsafe: add ``t <= unsafe_slack`` (feasible points are counterexamples).
+        unsafe_slack: see ``require_unsafe``.
+
+    Returns:
+        The :class:`DisjunctionMilp`.
+    """
+    nbox = box or prop.box
+    b = ModelBuilder()
+    neurons: list[Neuron] = []
+    masks = as_masks(splits, network.relu_sizes)
+    x, y, relus = encode_network(b, network, nbox, bounds, masks,
+                                 milp_encoders(formulation, neurons))
+    if valid_inequalities:
+        add_nonpositive_bias_cuts(b, neurons)
+    t, sel = _add_disjunction(b, y, prop.unsafe.disjuncts,
+                              unsafe_slack if require_unsafe else np.inf)
+    cost = np.zeros(b.n_cols)
+    cost[t] = 1.0
+    lp = b.finish(cost)
+    names = list(_names(lp.num_cols, x, y, relus, t))
+    for k, c in enumerate(sel):
+        names[c] = f"delta_{k}"
+    lp = replace(lp, col_names=tuple(names))
+    model = MilpModel(lp, ColumnMap(x, y, tuple(relus), t), tuple(neurons), formulation,
+                      b.infeasible or bool(np.any(lp.col_lower > lp.col_upper)))
+    return DisjunctionMilp(model, sel)
+
+
+def export_annotated(model: MilpModel, path: str | Path, comments: Sequence[str] = (),
+                     name: str = "") -> Path:
+    """Write the model like :func:`export_milp`, with comment lines at the top.
+
+    The comments (e.g. where the bounds came from) are ``* ...`` lines in an MPS file and
+    ``\\ ...`` lines in an LP file, which solvers skip; ``name`` (MPS only) fills the NAME
+    record. Below the comments and NAME, the file is what :func:`export_milp` writes.
+
+    Raises:
+        InputError: the suffix is not .mps or .lp.
+    """
+    p = export_milp(model, path)
+    mark = "*" if p.suffix.lower() == ".mps" else "\\"
+    text = p.read_text()
+    if name and mark == "*" and text.startswith("NAME"):
+        _, _, rest = text.partition("\n")
+        text = f"NAME        {_mps_name(name)}\n{rest}"
+    header = "".join(f"{mark} {line}\n" for c in comments for line in c.splitlines())
+    p.write_text(header + text)
+    return p
+
+
+def _mps_name(name: str) -> str:
+    """Return ``name`` as one MPS token (no blanks)."""
+    return "".join(c if c.isalnum() or c in "-_.:" else "_" for c in name)[:64]

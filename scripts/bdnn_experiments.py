@@ -34,6 +34,10 @@ from bnbver.apps.bdnn_model import BinarizedNetwork, WeightSpec
 from bnbver.progress import Progress
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+
+from harness.errors import ScriptError, clean_exit  # noqa: E402
+
 MILP_METHODS = ("exact", "local", "kmeans")
 GRAD_METHODS = ("ste", "relu")
 
@@ -229,6 +233,7 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+@clean_exit
 def main(argv: list[str] | None = None) -> int:
     """Run the experiments; print the table, and in full mode write results/bdnn.md."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -241,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--out", type=Path, default=REPO / "results" / "bdnn.md")
     args = p.parse_args(argv)
+    if args.mnist is not None and not (args.mnist / "t10k-images-idx3-ubyte.gz").is_file():
+        raise ScriptError(f"--mnist: {args.mnist} has no t10k-images-idx3-ubyte.gz")
     seeds = 1 if args.smoke else args.seeds
     limit = 2.0 if args.smoke else args.time_limit
     hidden = tuple(int(h) for h in args.hidden.split(","))

@@ -36,6 +36,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from harness.errors import clean_exit  # noqa: E402
 
 from bnbver.bounds import (  # noqa: E402
     BoundResult,
@@ -245,7 +248,8 @@ def smoke() -> None:
           f"{int(kids.infeasible.sum())} infeasible")
 
 
-def main(argv: list[str] | None = None) -> None:
+@clean_exit
+def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the smoke or the full benchmark."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("benchmarks", nargs="?", default=str(REPO.parent / "shared" / "benchmarks"))
@@ -258,9 +262,10 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     if args.smoke:
         smoke()
-        return
+        return 0
     full(Path(args.benchmarks), Path(args.out), args.iterations, args.repeats)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

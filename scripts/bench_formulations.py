@@ -23,6 +23,9 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from harness.errors import clean_exit  # noqa: E402
 
 from bnbver.io.loaders import load_network, load_properties  # noqa: E402
 from bnbver.lp.highs import HighsOptions, solve  # noqa: E402
@@ -169,6 +172,7 @@ HEADER = ("| instance | tightening | tighten s | unstable | formulation | root L
           "MIP s | nodes | answer |\n|---|---|---|---|---|---|---|---|---|")
 
 
+@clean_exit
 def main(argv: list[str] | None = None) -> int:
     """Run the smoke or the full benchmark."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -27,6 +27,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from harness.errors import clean_exit  # noqa: E402
 
 from bnbver.bab.bounding import stack_rows  # noqa: E402
 from bnbver.bounds import BoundsOptions, NodeBatch, bound_batch, bound_root, prepare  # noqa: E402
@@ -116,13 +119,14 @@ def machine() -> str:
     return f"{cpu or platform.processor()}, torch {torch.__version__}, 1 torch thread"
 
 
-def main() -> None:
+@clean_exit
+def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print (and, without --smoke, append) the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--bench", default="/work/shared/benchmarks/acasxu")
     parser.add_argument("--out", default=str(REPO / "results" / "bounds.md"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     header = ("| instance | dtype | intermediate | root | 2^n: worst / median / proven "
               "| 4^n: worst / median / proven | children/s (4^n) |\n|---|---|---|---|---|---|---|")
@@ -130,7 +134,7 @@ def main() -> None:
     if args.smoke:
         net_ir, prop = smoke_case()
         bench_instance("smoke", net_ir, prop, (2, 4), 4)
-        return
+        return 0
     rows = []
     for net_name, prop_name in INSTANCES:
         onnx = Path(args.bench) / "onnx" / f"ACASXU_run2a_{net_name}_batch_2000.onnx"
@@ -142,7 +146,8 @@ def main() -> None:
                 "Children of a uniform grid split of the box, each inheriting the CROWN root's "
                 "state, bounded with CROWN final rows; bound = min over disjuncts of max over "
                 "its rows; proven = fraction > 0.\n\n" + header + "\n" + "\n".join(rows) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -8,31 +8,42 @@ with the root pre-activation bounds that bnbver's BaB starts from. Solvers are n
 larger models answer ``too large``); formulations ``bigm``, ``extended``, ``partition:N``.
 Solvers whose package is missing are skipped with a note.
 
+The MILPs' pre-activation bounds come from ``--milp-bounds`` (``auto``: the BaB's own root
+bounds; ``interval``, ``lp``, ``milp``, ``crown``, ``alpha``: ``bnbver.bab.bound_sources``), the
+same function as ``bnbver export-milp --bounds``: ``bnbver export-milp NET PROP --bounds X
+--unsafe-slack 1e-6 --formulation F --out m.mps`` writes the models that ``highs-F`` solved
+here (``milp`` tightening depends on its time limit, so only it may differ).
+
 Outputs in ``--out-dir``: ``<tag>.csv`` (one row per instance x solver, appended as runs
-finish; re-running the same command resumes), ``<tag>.md`` (per-solver summary with median
-time ratios bnbver/solver on instances both decide, and the per-instance table) and
+finish; re-running the same command resumes), ``<tag>.md`` (per-solver summary: instances
+decided by each, median time ratios bnbver/solver on instances both decide; nodes: bnbver's
+BaB nodes beside the MILP solvers' reported B&B nodes; the per-instance table) and
 ``<tag>_cactus.png`` (instances decided vs time, one line per solver). Two solvers deciding
 an instance differently, an answer contradicting expected.csv, or a sat whose input fails the
-float64 re-check is printed loudly and makes the exit code 1.
+float64 re-check is printed loudly and makes the exit code 1; bad input prints one
+``error:`` line and exits 2.
 
 Usage:
     python scripts/compare_solvers.py SUITE_DIR [SUITE_DIR ...] [--subset PATTERN ...]
         [--limit N] [--timeout S] [--solvers bnbver,highs-bigm,...] [--out-dir DIR]
-        [--shard I/N] [--smoke]
+        [--milp-bounds auto|interval|lp|milp|crown|alpha] [--shard I/N] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness.instances import InstanceRef, LoadedInstance, select, smoke_dir
+from harness.errors import ScriptError, clean_exit
+from harness.instances import InstanceRef, LoadedInstance, select, write_tiny_suite
 from harness.report import cactus_plot, write_report
 from harness.results import ResultStore
 from harness.solvers import (
+    SOURCE_ALIASES,
     BoundsCache,
     Outcome,
     Runner,
@@ -40,8 +51,9 @@ from harness.solvers import (
     missing_package,
     run_bnbver,
 )
-from harness.study import StudyOptions, limit_threads, machine_line, run_study
+from harness.study import StudyOptions, limit_threads, machine_line, parse_shard, run_study
 
+from bnbver.bab.bound_sources import BOUND_SOURCES
 from bnbver.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,31 +72,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per solver run")
     ap.add_argument("--solvers", default=DEFAULT_SOLVERS, help="comma-separated names")
     ap.add_argument("--reference", default="bnbver", help="numerator of the time ratios")
-    ap.add_argument("--out-dir", type=Path, default=REPO / "results" / "compare")
+    ap.add_argument("--out-dir", type=Path, default=None,
+                    help="default results/compare (with --smoke: a temp dir, removed)")
     ap.add_argument("--tag", default="solvers", help="file name stem of the outputs")
     ap.add_argument("--fresh", action="store_true", help="discard earlier rows of this tag")
-    ap.add_argument("--milp-bounds", choices=("auto", "relu"), default="auto",
-                    help="root bounds of the MILPs: the BaB's own (auto) or ReLU-split ones "
-                    "(not part of the CSV key: use another --tag)")
+    ap.add_argument("--milp-bounds", choices=(*BOUND_SOURCES, *SOURCE_ALIASES),
+                    default="auto",
+                    help="pre-activation bounds of the MILPs: auto (the BaB's own root), "
+                    "interval, lp, milp, crown, alpha (relu: old name of alpha); the same "
+                    "as export-milp --bounds (not part of the CSV key: use another --tag)")
     ap.add_argument("--record-dir", type=Path, default=None,
                     help="write bnbver's search tree of each instance to DIR/<name>.jsonl")
     ap.add_argument("--shard", type=parse_shard, default=(0, 1), metavar="I/N",
                     help="run only every N-th selected instance, starting at I (0-based): "
                     "N processes with I = 0..N-1 share the work and the CSV")
     ap.add_argument("--smoke", action="store_true",
-                    help="tiny instances in a temp dir, a few seconds; writes nothing here")
+                    help="tiny instances, a few seconds; writes nothing unless --out-dir")
+    ap.set_defaults(kept=True)
     return ap.parse_args(argv)
-
-
-def parse_shard(text: str) -> tuple[int, int]:
-    """Parse ``I/N`` (0 <= I < N) for ``--shard``."""
-    try:
-        i, n = (int(part) for part in text.split("/"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from None
-    if not 0 <= i < n:
-        raise argparse.ArgumentTypeError(f"need 0 <= I < N, got {text!r}")
-    return i, n
 
 
 def recording_bnbver(record_dir: Path) -> Runner:
@@ -132,8 +137,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         runners = build_runners(names, args.record_dir, args.milp_bounds)
     except (ValueError, InputError) as exc:
-        print(f"error: --solvers: {exc}", file=sys.stderr)
-        return 2
+        raise ScriptError(f"--solvers: {exc}") from None
     refs = instances(args)
     store = ResultStore(args.out_dir / f"{args.tag}.csv", fresh=args.fresh)
     try:
@@ -143,28 +147,38 @@ def run(args: argparse.Namespace) -> int:
     rows = store.rows
     preamble = [f"Machine: {machine_line()}.  ", f"Timeout: {args.timeout:g} s per solver "
                 "run. Times include root bounds and model building for the MILP solvers.  ",
-                f"MILP bounds: {args.milp_bounds} (auto = the BaB's own root bounds).  ",
+                f"MILP bounds: {args.milp_bounds} (auto = the BaB's own root bounds; "
+                "`bnbver export-milp --bounds` writes the same models).  ",
                 f"Ratio: {args.reference} time / solver time on instances both decided "
                 "(below 1: bnbver is faster)."]
     write_report(args.out_dir / f"{args.tag}.md", "bnbver vs MILP solvers", rows,
                  args.reference, preamble)
     cactus_plot(rows, args.out_dir / f"{args.tag}_cactus.png", "instances decided vs time")
     print("\n".join(alarms) if alarms else "all solvers agree", file=sys.stderr)
-    print(f"wrote {store.path}, {args.tag}.md, {args.tag}_cactus.png in {args.out_dir}")
+    if args.kept:
+        print(f"wrote {store.path}, {args.tag}.md, {args.tag}_cactus.png in {args.out_dir}")
     return 1 if alarms else 0
 
 
+@clean_exit
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: the full study, or ``--smoke`` on tiny instances in a temp dir."""
+    """Entry point: the full study, or ``--smoke`` on tiny instances."""
     args = parse_args(argv)
     if not args.smoke:
         if not args.suites:
-            print("error: give at least one SUITE_DIR (or --smoke)", file=sys.stderr)
-            return 2
+            raise ScriptError("give at least one SUITE_DIR (or --smoke)")
+        args.out_dir = args.out_dir or REPO / "results" / "compare"
         return run(args)
-    with smoke_dir() as tmp:
-        args.suites, args.out_dir, args.timeout = [tmp / "suite"], tmp / "out", 10.0
-        args.record_dir = tmp / "trees"
+    return smoke(args)
+
+
+def smoke(args: argparse.Namespace) -> int:
+    """Run on a tiny generated suite; outputs in a temp dir (kept only with --out-dir)."""
+    with tempfile.TemporaryDirectory(prefix="bnbver-smoke-") as tmp:
+        args.suites, args.timeout = [write_tiny_suite(Path(tmp) / "suite")], 10.0
+        args.kept = args.out_dir is not None
+        args.out_dir = args.out_dir or Path(tmp) / "out"
+        args.record_dir = args.record_dir or Path(tmp) / "trees"
         code = run(args)
         print((args.out_dir / f"{args.tag}.md").read_text())
         expected = [args.out_dir / f"{args.tag}{s}" for s in (".csv", ".md", "_cactus.png")]
@@ -172,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
         if not all(p.is_file() and p.stat().st_size > 0 for p in expected):
             print("smoke: an output file is missing", file=sys.stderr)
             return 1
+        print(f"smoke: {len(expected)} output files checked"
+              + ("" if args.kept else " (in a temp dir, now removed)"))
         return code
 
 

@@ -5,7 +5,8 @@ or ``compare_solvers.py --record-dir``) is summarised from the file alone, witho
 it: nodes, depth, leaves closed by each method, nodes still open at the end, the final global
 lower bound. ``--out`` draws the plot (left: the global lower bound of the unsafe margin over
 time, a proof once it is above 0; right: nodes per depth, stacked by role: branched, closed,
-open at the end, counterexample).
+open at the end, counterexample). ``--json`` prints strict JSON: an infinite bound is the
+string ``"inf"`` or ``"-inf"`` (``float()`` reads it back), a missing one ``null``.
 
 Usage:
     python scripts/plot_tree.py TREE.jsonl [--out tree.png] [--json]
@@ -16,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness.errors import clean_exit, fail
 from harness.tree import (
     certificate_mismatches,
     load_tree,
@@ -30,10 +34,21 @@ from harness.tree import (
 )
 
 
+def json_safe(value: Any) -> Any:
+    """Return ``value`` with non-finite floats as "inf" / "-inf" (nan: None), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None if math.isnan(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def print_summary(summary: dict[str, object], as_json: bool) -> None:
-    """Print the summary as aligned text (or one JSON object)."""
+    """Print the summary as aligned text (or one strict JSON object)."""
     if as_json:
-        print(json.dumps(summary))
+        print(json.dumps(json_safe(summary), allow_nan=False))
         return
     for key, value in summary.items():
         print(f"{key:>24}: {value}")
@@ -65,6 +80,7 @@ def smoke() -> int:
         return 0 if ok and result.status.value == "unsat" and not problems else 1
 
 
+@clean_exit
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -76,8 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         return smoke()
     if args.tree is None or not args.tree.is_file():
-        print(f"error: {args.tree}: no such tree record", file=sys.stderr)
-        return 2
+        return fail(f"{args.tree}: no such tree record")
     nodes = load_tree(args.tree)
     print_summary(summarize(nodes), args.json)
     if args.out is not None:

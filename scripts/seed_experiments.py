@@ -31,6 +31,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from harness.errors import clean_exit  # noqa: E402
 
 from bnbver.apps.adversarial import minimal_adversarial  # noqa: E402
 from bnbver.apps.images import (  # noqa: E402
@@ -179,7 +182,8 @@ def visualize_grid(net_path: Path, timeout: float, out: Path | None) -> list[str
     return lines
 
 
-def main() -> int:
+@clean_exit
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default=str(REPO.parent / "shared" / "benchmarks"))
     parser.add_argument("--images", type=int, default=20)
@@ -196,7 +200,7 @@ def main() -> int:
     parser.add_argument("--merge", default="",
                         help="comma-separated row CSVs of earlier shards: write their tables")
     parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     data = Path(args.data)
     mnist = data / "data" / "mnist"

@@ -31,6 +31,9 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from harness.errors import clean_exit  # noqa: E402
 
 from bnbver.apps.images import read_idx_images, read_idx_labels  # noqa: E402
 from bnbver.io.onnx_export import save_onnx  # noqa: E402
@@ -96,19 +99,20 @@ def accuracy(model: nn.Sequential, x: np.ndarray, y: np.ndarray,
     return float((pred == y).mean())
 
 
-def main() -> int:
+@clean_exit
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", nargs="?", default=str(REPO.parent / "shared" / "benchmarks"))
     parser.add_argument("--out", default=str(REPO / "examples" / "seed_nets"))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--smoke", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     names = ["fc8x3"] if args.smoke else ["fc8x3", "fc20x3", "fc40x3", "pool"]
     epochs = 1 if args.smoke else args.epochs
+    xtr, ytr, xte, yte = load_split(Path(args.data))
     out = Path(tempfile.mkdtemp()) if args.smoke else Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    xtr, ytr, xte, yte = load_split(Path(args.data))
     if args.smoke:
         xtr, ytr = xtr[:500], ytr[:500]
     for name in names:

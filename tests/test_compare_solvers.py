@@ -154,3 +154,100 @@ def test_shards_split_the_instances_without_overlap(suite: Path) -> None:
     assert not set(names[0]) & set(names[1])
     with pytest.raises(SystemExit):
         compare_solvers.parse_args([str(suite), "--shard", "2/2"])
+
+
+# ------------------------------------------------------------------------------ issue 20
+@pytest.mark.parametrize("source", ["auto", "alpha", "crown", "lp"])
+def test_issue_20_export_milp_writes_the_model_the_comparison_solved(
+        suite: Path, tmp_path: Path, source: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """``export-milp --bounds X --unsafe-slack 1e-6`` = the model of ``--milp-bounds X``."""
+    from bnbver.cli import main as cli
+    from bnbver.milp import MILP_UNSAT_SLACK, build_milp, export_milp
+
+    ref = select(suite)[1]
+    inst = load(ref)
+    (bounds,), _ = BoundsCache(source).get(inst, 60.0)
+    model = build_milp(inst.network, inst.props[0], bounds, None, "partition:2", disjunct=0,
+                       unsafe_slack=MILP_UNSAT_SLACK)
+    export_milp(model, tmp_path / "solved.mps")
+    assert cli(["export-milp", str(ref.onnx), str(ref.vnnlib), "--bounds", source,
+                "--formulation", "partition:2", "--unsafe-slack", str(MILP_UNSAT_SLACK),
+                "--out", str(tmp_path / "exported.mps")]) == 0
+    assert f"wrote {tmp_path / 'exported.mps'}" in capsys.readouterr().out
+
+    def body(name: str) -> list[str]:
+        lines = (tmp_path / name).read_text().splitlines()
+        return [ln for ln in lines if not ln.startswith(("*", "NAME"))]
+
+    assert body("exported.mps") == body("solved.mps")
+    head = (tmp_path / "exported.mps").read_text().splitlines()[:8]
+    assert f"* bounds: {source} (bnbver.bab.bound_sources" in "\n".join(head)
+
+
+def test_issue_20_old_milp_bounds_name_is_alpha() -> None:
+    assert BoundsCache("relu").source == "alpha"
+    assert compare_solvers.parse_args(["x", "--milp-bounds", "crown"]).milp_bounds == "crown"
+    with pytest.raises(SystemExit):
+        compare_solvers.parse_args(["x", "--milp-bounds", "beta"])
+
+
+def test_issue_20_node_counts_beside_the_milp_solvers() -> None:
+    from harness.report import node_table
+
+    def row(inst: str, solver: str, answer: str, t: float, nodes: int,
+            gap: str = "") -> dict[str, str]:
+        return {"instance": inst, "solver": solver, "answer": answer, "seconds": str(t),
+                "nodes": str(nodes), "gap": gap}
+
+    rows = [row("a", "bnbver", "unsat", 1.0, 100), row("a", "highs-bigm", "unsat", 10.0, 50),
+            row("b", "bnbver", "unsat", 2.0, 400), row("b", "highs-bigm", "unsat", 4.0, 400),
+            row("c", "bnbver", "sat", 0.1, 0), row("c", "highs-bigm", "sat", 0.5, 0),
+            row("d", "bnbver", "unsat", 1.0, 300), row("d", "highs-bigm", "timeout", 60, 900),
+            row("e", "bnbver", "timeout", 60, 9000, "0.5"),
+            row("e", "highs-bigm", "timeout", 60, 300, "20")]
+    lines = node_table(rows, "bnbver")
+    assert "nodes on the 3 all decided" in lines[0]
+    cells = {ln.split("|")[1].strip(): [c.strip() for c in ln.split("|")[2:-1]]
+             for ln in lines[2:]}
+    # decided, nodes there, median there, both decided, median node ratio, ms per node
+    assert cells["bnbver"][:4] == ["4", "500", "100", ""]
+    assert cells["highs-bigm"][:5] == ["3", "450", "50", "3", "0.75"]  # ratios 0.5 and 1
+    assert cells["bnbver"][5] == f"{1e3 * 64 / 9800:.3g}"  # (1 + 2 + 1 + 60) s / nodes
+    assert cells["highs-bigm"][5] == f"{1e3 * 134 / 1650:.3g}"
+    assert "gap left on the 1 none decided" in lines[0]
+    assert (cells["bnbver"][6], cells["highs-bigm"][6]) == ("0.5", "20")
+
+
+def test_issue_20_smoke_names_no_deleted_folder(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare_solvers.main(["--smoke", "--solvers", "bnbver,highs-bigm"]) == 0
+    out = capsys.readouterr().out
+    assert "wrote" not in out and "bnbver-smoke-" not in out
+    assert "(in a temp dir, now removed)" in out
+    kept = tmp_path / "kept"
+    assert compare_solvers.main(["--smoke", "--solvers", "bnbver", "--out-dir", str(kept)]) == 0
+    assert f"wrote {kept / 'solvers.csv'}" in capsys.readouterr().out
+    assert (kept / "solvers_cactus.png").stat().st_size > 1000
+
+
+def test_issue_20_bad_solver_in_smoke_is_one_error_line(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert compare_solvers.main(["--smoke", "--solvers", "bnbver,cplex-bigm"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --solvers: unknown solver") and "Traceback" not in err
+
+
+def test_issue_20_store_header_written_once_and_repeated_headers_skipped(
+        tmp_path: Path) -> None:
+    from harness.results import ResultStore
+
+    path = tmp_path / "r.csv"
+    a, b = ResultStore(path), ResultStore(path)  # two shards opening together
+    a.append({"instance": "i", "solver": "s", "answer": "sat", "timeout": "1"})
+    b.append({"instance": "j", "solver": "s", "answer": "unsat", "timeout": "1"})
+    a.close()
+    b.close()
+    assert path.read_text().count("instance,solver") == 1
+    with path.open("a") as f:  # a header repeated by the old race
+        f.write(path.read_text().splitlines()[0] + "\n")
+    assert [r["instance"] for r in read_rows(path)] == ["i", "j"]

@@ -187,3 +187,62 @@ def test_partition_groups_and_names() -> None:
         parse_formulation("partition:0")
     assert [p.name for p in disjunct_paths("a/m.mps", 2)] == ["m.d0.mps", "m.d1.mps"]
     assert [p.name for p in disjunct_paths("m.lp", 1)] == ["m.lp"]
+
+
+# ------------------------------------------------------- issue 20: one file for a disjunction
+def _three_disjuncts(seed: int, shift: float) -> tuple:
+    """A 3-6-5-3 net and three disjuncts of 1-2 rows each, moved by ``shift``."""
+    rng, net, _, bounds = _setup(seed, (3, 6, 5, 3))
+    disjuncts = tuple(HalfSpaces(rng.normal(size=(k, 3)), rng.normal(size=k) + shift)
+                      for k in (1, 2, 2))
+    box = InputBox(-np.ones(3), np.ones(3))
+    return net, Property(box, UnsafeSet(disjuncts)), bounds
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("form", ["bigm", "partition:2"])
+def test_issue_20_disjunction_optimum_is_the_best_disjunct(seed: int, form: str) -> None:
+    """min t of the one-model disjunction = min over k of the per-disjunct optima."""
+    from bnbver.milp import build_disjunction_milp
+
+    net, prop, bounds = _three_disjuncts(seed, 0.0)
+    per = [solve_milp(build_milp(net, prop, bounds, None, form, disjunct=k,
+                                 require_unsafe=False)) for k in range(3)]
+    assert all(s.status is LpStatus.OPTIMAL for s in per)
+    one = build_disjunction_milp(net, prop, bounds, None, form, require_unsafe=False)
+    sol = solve_milp(one.model)
+    assert sol.status is LpStatus.OPTIMAL
+    best = min(s.objective for s in per)
+    assert sol.objective == pytest.approx(best, abs=1e-6)
+    chosen = int(np.argmax(sol.x[one.selectors]))
+    assert per[chosen].objective == pytest.approx(best, abs=1e-6)
+    assert np.isclose(sol.x[one.selectors].sum(), 1.0)
+
+
+@pytest.mark.parametrize("shift", [-3.0, -0.5, 0.0, 0.5, 3.0])
+def test_issue_20_disjunction_feasible_iff_some_disjunct_is(shift: float) -> None:
+    from bnbver.milp import build_disjunction_milp
+
+    for seed in range(3):
+        net, prop, bounds = _three_disjuncts(seed, shift)
+        per = [solve_milp(build_milp(net, prop, bounds, disjunct=k)).status
+               for k in range(3)]
+        one = solve_milp(build_disjunction_milp(net, prop, bounds).model).status
+        feasible = any(s is not LpStatus.INFEASIBLE for s in per)
+        assert (one is not LpStatus.INFEASIBLE) == feasible, (seed, per, one)
+
+
+def test_issue_20_annotated_export_reads_back(tmp_path) -> None:
+    from bnbver.milp import export_annotated
+
+    _, net, prop, bounds = _setup(1)
+    model = build_milp(net, prop, bounds)
+    for suffix in (".mps", ".lp"):
+        path = export_annotated(model, tmp_path / f"m{suffix}", ["bounds: lp", "two\nlines"],
+                                "bnbver_lp_partition:2 x")
+        lines = path.read_text().splitlines()
+        mark = "*" if suffix == ".mps" else "\\"
+        assert lines[:3] == [f"{mark} bounds: lp", f"{mark} two", f"{mark} lines"]
+        if suffix == ".mps":
+            assert lines[3] == "NAME        bnbver_lp_partition:2_x"
+        assert solve_file(path).objective == pytest.approx(solve_milp(model).objective)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -59,12 +60,29 @@ def test_summary_from_the_record_alone(recorded: tuple[Path, object],
                                        capsys: pytest.CaptureFixture[str]) -> None:
     record, result = recorded
     assert plot_tree.main([str(record), "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out)
+    summary = json.loads(capsys.readouterr().out, parse_constant=_reject)
     assert summary["nodes"] == result.stats.nodes
     assert summary["max_depth"] == result.stats.max_depth
     assert summary["open_at_end"] == 0 and not summary["counterexample"]
-    assert summary["final_global_lower_bound"] == math.inf
+    assert float(summary["final_global_lower_bound"]) == math.inf
     assert summary["branched"] + summary["closed"] == summary["nodes"]
+
+
+def _reject(name: str) -> None:
+    raise AssertionError(f"invalid JSON constant {name}")
+
+
+def test_issue_20_json_summary_is_strict_json(tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """Infinity, -Infinity and NaN are not JSON: they print as "inf", "-inf" and null."""
+    path = _write(tmp_path / "t.jsonl", [(0, -1, 0, -math.inf, "open", 0.1),
+                                         (1, 0, 1, 2.0, "beta", 0.2),
+                                         (2, 0, 1, 3.0, "beta", 0.2)])
+    assert plot_tree.main([str(path), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out, parse_constant=_reject)
+    assert summary["root_bound"] == "-inf" and float(summary["root_bound"]) == -math.inf
+    assert summary["final_global_lower_bound"] == "inf"
+    assert summary["median_bound_gain"] is None  # nan: no finite gain
 
 
 def test_plot_is_a_non_empty_png_with_the_expected_lines(recorded: tuple[Path, object],
@@ -86,13 +104,14 @@ def _write(path: Path, rows: list[tuple[int, int, int, float, str, float]]) -> P
 def test_hand_made_tree_curve_and_profile(tmp_path: Path) -> None:
     """Root (-3) -> children -1 (open) and 2 (closed); -1 -> two closed children: timeout-free.
 
-    Global LB: -3 while the root is open, -1 once its children are in, +inf at the end.
+    Global LB: -3 until both of the root's children are in, -1 until both of node 1's are,
+    +inf at the end.
     """
     nodes = load_tree(_write(tmp_path / "t.jsonl", [
         (0, -1, 0, -3.0, "open", 0.1), (1, 0, 1, -1.0, "open", 0.2),
         (2, 0, 1, 2.0, "beta", 0.2), (3, 1, 2, 0.5, "beta", 0.3), (4, 1, 2, 1.0, "lp", 0.3)]))
     assert len(nodes) == 5  # the truncated line is ignored
-    assert [b for _, b in bound_curve(nodes)] == [-3.0, -1.0, -1.0, math.inf, math.inf]
+    assert [b for _, b in bound_curve(nodes)] == [-3.0, -3.0, -1.0, -1.0, math.inf]
     assert nodes[3].bound_before == -1.0 and math.isnan(nodes[0].bound_before)
     assert depth_profile(nodes)["branched"] == [1, 1, 0]
     assert depth_profile(nodes)["closed"] == [0, 1, 2]
@@ -110,6 +129,54 @@ def test_open_nodes_at_a_timeout_keep_the_bound(tmp_path: Path) -> None:
 
 def test_missing_record_is_an_error(tmp_path: Path) -> None:
     assert plot_tree.main([str(tmp_path / "none.jsonl")]) == 2
+
+
+def test_a_file_that_is_not_a_record_is_one_error_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "t.txt").write_text("root:x:0:0\nsecond line\n")
+    assert plot_tree.main([str(tmp_path / "t.txt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_issue_20_no_upward_spikes_between_siblings(tmp_path: Path) -> None:
+    """A round pops nodes 1 (-2) and 2 (-1.5) and records their children one by one.
+
+    Root (-3) -> 1 (-2), 2 (-1.5); then 1 -> 3 (closed), 4 (-1.9); 2 -> 5 (-1.2), 6 (1, closed).
+    Dropping node 1 at its first child (3) made the curve jump to -1.5 and fall back to -1.9
+    at its second (4): a spike no search state had. Node 1 now stands in until 4 is in.
+    """
+    nodes = load_tree(_write(tmp_path / "t.jsonl", [
+        (0, -1, 0, -3.0, "open", 0.1), (1, 0, 1, -2.0, "open", 0.2),
+        (2, 0, 1, -1.5, "open", 0.2), (3, 1, 2, 0.5, "beta", 0.3), (4, 1, 2, -1.9, "open", 0.3),
+        (5, 2, 2, -1.2, "open", 0.3), (6, 2, 2, 1.0, "beta", 0.3)]))
+    curve = [b for _, b in bound_curve(nodes)]
+    assert curve == [-3.0, -3.0, -2.0, -2.0, -1.9, -1.9, -1.9]
+    assert all(b >= a for a, b in itertools.pairwise(curve))
+
+
+def test_issue_20_real_record_curve_never_falls(recorded: tuple[Path, object]) -> None:
+    """Children are bounded at least as tight as their parents, so the global bound of a
+    correctly drawn curve never goes down (the old curve did, after every spike)."""
+    record, _ = recorded
+    curve = [b for _, b in bound_curve(load_tree(record))]
+    assert all(b >= a - 1e-12 for a, b in itertools.pairwise(curve))
+    assert curve[-1] == math.inf
+
+
+def test_issue_20_a_stall_milp_closing_an_open_node_removes_it(tmp_path: Path) -> None:
+    """A node recorded open and later closed by a stall MILP is one node, closed at that time.
+
+    Root (-3) -> 1 (-2, open), 2 (-1, open); at 0.5 s a MILP closes 1 (bound +inf).
+    """
+    nodes = load_tree(_write(tmp_path / "t.jsonl", [
+        (0, -1, 0, -3.0, "open", 0.1), (1, 0, 1, -2.0, "open", 0.2),
+        (2, 0, 1, -1.0, "open", 0.2), (1, 0, 1, math.inf, "milp", 0.5)]))
+    assert len(nodes) == 3
+    assert nodes[1].status == "milp" and nodes[1].closed and nodes[1].closed_at == 0.5
+    assert bound_curve(nodes)[-1] == (0.5, -1.0)
+    s = summarize(nodes)
+    assert s["closed_by"] == {"milp": 1} and s["open_at_end"] == 1
 
 
 def test_input_split_record_names_the_split_dimension(tmp_path: Path,

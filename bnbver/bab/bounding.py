@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bnbver.bab.branching import BranchContext
+from bnbver.bab.branching import BranchContext, uses_relu_coeffs
 from bnbver.bab.node import Node
 from bnbver.bounds import (
     BoundResult,
@@ -200,7 +200,7 @@ class NodeBounder:
         iterations = getattr(options, "iterations", 20)
         dtype = _compute_dtype(getattr(options, "precision", "auto"), kind)
         branching = getattr(options, "branching", None) or ("babsr" if kind == "relu" else "")
-        wants_coeffs = kind == "relu" and branching in ("babsr", "fsb")
+        wants_coeffs = kind == "relu" and uses_relu_coeffs(branching)
         # Input-domain clipping (bounds.clip) shrinks input-split boxes to where a
         # counterexample can be, by the rows' linear bounds.
         self.clip = kind == "input" and getattr(options, "clip", True)

@@ -10,6 +10,15 @@ Register a function with ``@register("name", kind="relu"|"input")``; it is then 
 ``--branching name`` and in every comparison script. Shapes: B nodes, n_l neurons of ReLU layer
 l, n_in inputs.
 
+Heuristics that live outside bnbver (:func:`resolve`):
+- ``--branching module:function`` or ``--branching path/to/file.py:function``: the module is
+  imported (its ``@register`` decorators run) and the function must be one it registered;
+- an installed package lists its modules in the entry-point group ``bnbver.heuristics``
+  (``[project.entry-points."bnbver.heuristics"] mine = "mypkg.heuristics"``); they are
+  imported the first time a name is not found, so ``--branching name`` works with no flag;
+- ``scripts/compare_branching.py --import module_or_path`` imports one for a study.
+Names resolve in every process (joblib workers re-import), so plug-ins work with ``--jobs``.
+
 Scores (Bunel et al. 2020 for BaBSR; De Palma et al. 2021 for FSB):
 - widest: the area of the triangle relaxation, ``-l u / (u - l)``: the bigger, the looser.
 - babsr: ``|min(lambda, 0) * l u/(u-l) + bias term|`` with lambda the coefficient of the
@@ -30,8 +39,13 @@ Scores (Bunel et al. 2020 for BaBSR; De Palma et al. 2021 for FSB):
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 from typing import Any, Protocol
 
 import torch
@@ -83,25 +97,184 @@ class BranchingHeuristic(Protocol):
 
 @dataclass(frozen=True)
 class Registered:
-    """A registered heuristic: its kind ("relu" or "input") and scoring function."""
+    """A registered heuristic.
+
+    Attributes:
+        kind: "relu" or "input".
+        score: the scoring function.
+        relu_coeffs: it reads ``BranchContext.relu_coeffs`` (the bounds engine then computes
+            them: one extra backward pass per bound call).
+        lookahead: it calls ``BranchContext.evaluate`` (children bounded on request).
+    """
 
     kind: str
     score: BranchingHeuristic
+    relu_coeffs: bool = False
+    lookahead: bool = False
 
 
 REGISTRY: dict[str, Registered] = {}
 
+#: Entry-point group through which an installed package registers heuristics: each entry
+#: point names a module (or ``module:attr``) whose import runs ``@register``.
+ENTRY_POINT_GROUP = "bnbver.heuristics"
 
-def register(name: str, kind: str) -> Callable[[BranchingHeuristic], BranchingHeuristic]:
-    """Register a scoring function under ``name`` for splits of ``kind``."""
+
+def register(name: str, kind: str, *, relu_coeffs: bool = False, lookahead: bool = False
+             ) -> Callable[[BranchingHeuristic], BranchingHeuristic]:
+    """Register a scoring function under ``name`` for splits of ``kind``.
+
+    Args:
+        name: the name for ``--branching`` (no ``:``, which marks ``module:function``).
+        kind: "relu" or "input".
+        relu_coeffs: the function reads ``ctx.relu_coeffs`` (see :class:`Registered`).
+        lookahead: the function calls ``ctx.evaluate``.
+
+    Raises:
+        ValueError: bad kind or name.
+    """
     if kind not in ("relu", "input"):
         raise ValueError(f"kind must be 'relu' or 'input', got {kind!r}")
+    if not name or ":" in name:
+        raise ValueError(f"heuristic name must be non-empty without ':', got {name!r}")
 
     def wrap(fn: BranchingHeuristic) -> BranchingHeuristic:
-        REGISTRY[name] = Registered(kind, fn)
+        REGISTRY[name] = Registered(kind, fn, relu_coeffs, lookahead)
         return fn
 
     return wrap
+
+
+def import_heuristics(target: str) -> list[str]:
+    """Import a module (dotted name) or a Python file (path ending in ``.py``) so that its
+    ``@register`` decorators run; return the names it registered (sorted).
+
+    A file is imported under a module name derived from its resolved path, once per process.
+
+    Raises:
+        InputError: the module or file cannot be found or fails to import.
+    """
+    before = dict(REGISTRY)
+    try:
+        if target.endswith(".py") or "/" in target or "\\" in target:
+            _import_file(Path(target))
+        else:
+            _import_module(target)
+    except InputError:
+        raise
+    except Exception as exc:  # any import failure of user code is bad input here
+        raise InputError(target, f"cannot import heuristics: {type(exc).__name__}: {exc}"
+                         ) from None
+    return sorted(n for n, r in REGISTRY.items() if before.get(n) is not r)
+
+
+def _import_module(target: str) -> None:
+    """Import a dotted module; a top-level module in the working directory is found too
+    (the ``bnbver`` console script does not put the working directory on ``sys.path``)."""
+    top = target.split(".")[0]
+    cwd = str(Path.cwd())
+    if importlib.util.find_spec(top) is None and cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    importlib.import_module(target)
+
+
+def _import_file(path: Path) -> None:
+    """Import a Python file as a module named after its resolved path (once)."""
+    if not path.is_file():
+        raise InputError(str(path), "no such Python file")
+    resolved = path.resolve()
+    name = _plugin_name(resolved)
+    if name in sys.modules:
+        return
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise InputError(str(path), "not an importable Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+
+
+def load_entry_points() -> list[str]:
+    """Import every module of the ``bnbver.heuristics`` entry-point group; return the names
+    they registered (sorted).
+
+    Raises:
+        InputError: an entry point fails to load (naming the entry point and its package).
+    """
+    before = dict(REGISTRY)
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:  # a broken plug-in is reported, not a crash
+            raise InputError(f"entry point {ep.name} = {ep.value}",
+                             f"cannot load ({ENTRY_POINT_GROUP}): {type(exc).__name__}: {exc}"
+                             ) from None
+    return sorted(n for n, r in REGISTRY.items() if before.get(n) is not r)
+
+
+def resolve(name: str) -> Registered:
+    """Return the heuristic called ``name``, importing its plug-in when needed.
+
+    ``name`` is a registered name, a name that an entry point of ``bnbver.heuristics``
+    registers, or ``module:function`` / ``path/file.py:function`` naming a function that
+    its module registers with ``@register``.
+
+    Raises:
+        InputError: (naming ``--branching``) nothing of that name can be found.
+    """
+    if name in REGISTRY:
+        return REGISTRY[name]
+    if ":" in name:
+        return _resolve_reference(name)
+    load_entry_points()
+    if name in REGISTRY:
+        return REGISTRY[name]
+    raise InputError("--branching", f"unknown branching heuristic {name!r}; known: "
+                     f"{sorted(REGISTRY)} (or module:function, path/file.py:function)")
+
+
+def _resolve_reference(name: str) -> Registered:
+    """Resolve ``module:function`` (or ``file.py:function``) to its registration."""
+    target, _, attr = name.rpartition(":")
+    if not target or not attr:
+        raise InputError("--branching", f"{name!r}: expected module:function")
+    import_heuristics(target)
+    module = sys.modules.get(target) or _file_module(target)
+    fn = getattr(module, attr, None)
+    if fn is None:
+        raise InputError("--branching", f"{target} has no attribute {attr!r}")
+    for entry in REGISTRY.values():
+        if entry.score is fn:
+            return entry
+    raise InputError("--branching", f"{name} is not a registered heuristic: decorate it with "
+                     "@register('name', kind='relu'|'input') (bnbver.bab.branching)")
+
+
+def _plugin_name(path: Path) -> str:
+    """Return the module name under which a plug-in file is imported."""
+    return "bnbver_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path))
+
+
+def _file_module(target: str) -> Any:
+    return sys.modules.get(_plugin_name(Path(target).resolve()))
+
+
+def known_heuristics() -> dict[str, Registered]:
+    """Return every heuristic: the registry after loading the entry-point plug-ins."""
+    load_entry_points()
+    return dict(REGISTRY)
+
+
+def uses_relu_coeffs(name: str | None) -> bool:
+    """Return whether heuristic ``name`` reads ``relu_coeffs`` (False for unknown names)."""
+    try:
+        return resolve(name).relu_coeffs if name else False
+    except InputError:
+        return False
 
 
 def default_heuristic(kind: str) -> str:
@@ -142,13 +315,11 @@ def pick_input(ctx: BranchContext, scores: Scores) -> list[int]:
 
 
 def validate_heuristic(name: str, kind: str) -> None:
-    """Raise InputError unless ``name`` is a registered heuristic for splits of ``kind``."""
-    if name not in REGISTRY:
-        raise InputError("--branching",
-                         f"unknown branching heuristic {name!r}; known: {sorted(REGISTRY)}")
-    if REGISTRY[name].kind != kind:
+    """Raise InputError unless ``name`` resolves to a heuristic for splits of ``kind``."""
+    entry = resolve(name)
+    if entry.kind != kind:
         raise InputError("--branching", f"heuristic {name!r} branches on "
-                         f"{REGISTRY[name].kind}, but the search splits {kind}")
+                         f"{entry.kind}, but the search splits {kind}")
 
 
 def choose_branches(bounder: Any, parents: list[Any], kind: str,
@@ -165,8 +336,8 @@ def choose_branches(bounder: Any, parents: list[Any], kind: str,
         InputError: unknown heuristic, or one of the other kind.
     """
     validate_heuristic(name, kind)
-    entry = REGISTRY[name]
-    ctx = bounder.branch_context(parents, needs_lookahead=(name == "fsb"))
+    entry = resolve(name)
+    ctx = bounder.branch_context(parents, needs_lookahead=entry.lookahead)
     scores = entry.score(ctx)
     return pick_relu(ctx, scores) if kind == "relu" else pick_input(ctx, scores)
 
@@ -181,7 +352,7 @@ def widest(ctx: BranchContext) -> Scores:
             for lo, up in zip(ctx.pre_lower, ctx.pre_upper, strict=True)]
 
 
-@register("babsr", kind="relu")
+@register("babsr", kind="relu", relu_coeffs=True)
 def babsr(ctx: BranchContext) -> Scores:
     """BaBSR: the bound improvement estimated from the ReLU's coefficient (Bunel et al.)."""
     if ctx.relu_coeffs is None:
@@ -199,7 +370,7 @@ def babsr(ctx: BranchContext) -> Scores:
     return out
 
 
-@register("fsb", kind="relu")
+@register("fsb", kind="relu", relu_coeffs=True, lookahead=True)
 def fsb(ctx: BranchContext, top_k: int = 3) -> Scores:
     """Filtered smart branching: look ahead at the top-k BaBSR candidates of each node."""
     base = babsr(ctx)

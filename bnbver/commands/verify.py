@@ -26,7 +26,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds (default 300)")
     parser.add_argument("--out", help="write the VNN-COMP result file here")
     parser.add_argument("--seed", type=int, default=0, help="seed of the falsifier")
-    parser.add_argument("--branching", default=None, help="branching heuristic name")
+    parser.add_argument("--branching", default=None,
+                        help="branching heuristic: a registered name, module:function or "
+                        "path/file.py:function (a function its module registers with "
+                        "@register), or a name an installed package registers (entry-point "
+                        "group bnbver.heuristics)")
     parser.add_argument("--split", choices=["auto", "relu", "input"], default="auto",
                         help="what to branch on (default: auto by input dimension)")
     parser.add_argument("--jobs", type=int, default=1, help="parallel subtrees (joblib)")

@@ -7,9 +7,7 @@ input boxes is several properties: the instance is sat when any is, unsat when a
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,11 +119,3 @@ def write_tiny_suite(folder: Path, thresholds: Sequence[float] = (-0.5, 0.0)) ->
         rows.append(f"tiny.onnx,prop_{i}.vnnlib,10")
     (folder / "instances.csv").write_text("\n".join(rows) + "\n")
     return folder
-
-
-@contextmanager
-def smoke_dir() -> Iterator[Path]:
-    """Yield a temporary folder holding a tiny suite in ``suite/`` (removed afterwards)."""
-    with tempfile.TemporaryDirectory(prefix="bnbver-smoke-") as tmp:
-        write_tiny_suite(Path(tmp) / "suite")
-        yield Path(tmp)

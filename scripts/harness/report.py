@@ -1,5 +1,10 @@
 """Markdown tables and matplotlib plots of a study's results CSV.
 
+- :func:`node_table`: per solver, nodes on the instances that every solver decided, the
+  median node ratio ``solver / reference`` on the instances both decided, and the time per
+  node. Nodes do not depend on the machine (or on what else runs on it), so this is the
+  headline of a heuristic study; for a MILP solver they are its B&B nodes (summed over the
+  models of an instance), a different unit from bnbver's BaB nodes.
 - :func:`summary_table`: per solver, instances decided (sat / unsat), median time on decided
   instances, and against a reference solver: instances both decided and the median of the
   per-instance time ratios ``reference / solver`` (below 1: the reference is faster).
@@ -28,6 +33,60 @@ def _seconds(r: Row) -> float:
         return float(r["seconds"])
     except ValueError:
         return math.nan
+
+
+def _nodes(r: Row) -> float:
+    try:
+        return float(r.get("nodes", "") or "nan")
+    except ValueError:
+        return math.nan
+
+
+def _gap(r: Row) -> float:
+    try:
+        return float(r.get("gap", "") or "nan")
+    except ValueError:
+        return math.nan
+
+
+def node_table(rows: Sequence[Row], reference: str | None = None) -> list[str]:
+    """Return markdown lines: per solver, nodes where all decided, node ratios, ms per node.
+
+    Columns: instances decided; nodes (total and median) on the instances that *every*
+    solver in ``rows`` decided; against ``reference``: instances both decided and the median
+    of ``nodes(solver) / nodes(reference)`` there (instances where either used 0 nodes, i.e.
+    the falsifier decided, are left out of the ratio); milliseconds per node over every run
+    of the solver that used at least 2 nodes, decided or not (its throughput); and, on the
+    instances that no solver decided, the median gap left (``-lower bound`` of the margin
+    at the timeout: how far each got towards a proof where nobody finished).
+    """
+    last = list(latest(rows).values())
+    solvers = solvers_in(rows)
+    decided = {s: {r["instance"] for r in last if r["solver"] == s and r["answer"] in DECIDED}
+               for s in solvers}
+    common = set.intersection(*decided.values()) if decided else set()
+    ran = [{r["instance"] for r in last if r["solver"] == s} for s in solvers]
+    nobody = (set.intersection(*ran) - set.union(*decided.values())) if ran else set()
+    head = (f"| solver | decided | nodes on the {len(common)} all decided | median nodes there "
+            f"| both decided with {reference} | median node ratio solver/{reference} "
+            f"| ms per node (runs with >= 2 nodes) | median gap left on the {len(nobody)} "
+            "none decided |")
+    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    by = {(r["instance"], r["solver"]): r for r in last}
+    for s in solvers:
+        there = [_nodes(by[(i, s)]) for i in sorted(common)]
+        both, ratio = "", ""
+        if reference and s != reference and reference in decided:
+            pairs = [(_nodes(by[(i, s)]), _nodes(by[(i, reference)]))
+                     for i in decided[s] & decided[reference]]
+            both = str(len(pairs))
+            ratio = _num(median(a / b for a, b in pairs if a > 0 and b > 0))
+        runs = [r for r in last if r["solver"] == s and _nodes(r) >= 2]
+        per = sum(_seconds(r) for r in runs) / max(sum(_nodes(r) for r in runs), 1.0)
+        gap = median(_gap(by[(i, s)]) for i in nobody)
+        lines.append(f"| {s} | {len(decided[s])} | {sum(there):.0f} | {_num(median(there))} "
+                     f"| {both} | {ratio} | {_num(1e3 * per) if runs else ''} | {_num(gap)} |")
+    return lines
 
 
 def summary_table(rows: Sequence[Row], reference: str | None = None) -> list[str]:
@@ -108,23 +167,25 @@ def cactus_plot(rows: Sequence[Row], path: Path, title: str = "",
     """Draw instances decided vs time (or ``value``), one line per solver; return line count.
 
     Every solver gets a line, even one that decided nothing (a flat line at 0), so the legend
-    always names the whole study.
+    always names the whole study. With ``value="nodes"`` the x axis starts at 1 node (an
+    instance the falsifier decided with 0 nodes counts at 1).
     """
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     last = list(latest(rows).values())
+    floor = 1.0 if value == "nodes" else 1e-3
     series = {}
     for solver in solvers_in(rows):
         mine = [r for r in last if r["solver"] == solver]
-        vals = sorted(max(float(r[value]), 1e-3) for r in mine
+        vals = sorted(max(float(r[value]), floor) for r in mine
                       if r["answer"] in DECIDED and r[value] != "")
         series[solver] = (vals, len(mine))
     top = max([1.0, *(float(r[value]) for r in last if r[value] not in ("", "nan"))])
     for solver, (vals, n_run) in series.items():
         # flat until the first decision, a step per decision, flat to the right edge
-        xs, ys = [1e-3, *vals, top * 1.5], [0, *range(1, len(vals) + 1), len(vals)]
+        xs, ys = [floor, *vals, top * 1.5], [0, *range(1, len(vals) + 1), len(vals)]
         ax.step(xs, ys, where="post", label=f"{solver} ({len(vals)}/{n_run})")
     ax.set_xscale("log")
-    ax.set_xlim(1e-2, top * 1.5)
+    ax.set_xlim(0.8 if value == "nodes" else 1e-2, top * 1.5)
     ax.set_xlabel("time (s)" if value == "seconds" else value)
     ax.set_ylabel("instances decided")
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))
@@ -140,9 +201,10 @@ def cactus_plot(rows: Sequence[Row], path: Path, title: str = "",
 
 def write_report(path: Path, title: str, rows: Sequence[Row], reference: str | None,
                  preamble: Sequence[str] = ()) -> None:
-    """Write a markdown report: preamble, summary table, per-instance table."""
+    """Write a markdown report: preamble, summary table, node table, per-instance table."""
     text = [f"# {title}", "", *preamble, "", "## Summary", "",
-            *summary_table(rows, reference), "", "## Per instance", "",
+            *summary_table(rows, reference), "", "## Nodes", "",
+            *node_table(rows, reference), "", "## Per instance", "",
             *instance_table(rows, reference), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(text))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,13 +35,10 @@ class ResultStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         if fresh and path.exists():
             path.unlink()
-        self.rows: list[Row] = read_rows(path) if path.exists() else []
-        new = not path.exists() or path.stat().st_size == 0
+        _create_with_header(path)
+        self.rows: list[Row] = read_rows(path)
         self._file = path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=FIELDS, extrasaction="ignore")
-        if new:
-            self._writer.writeheader()
-            self._file.flush()
 
     def done(self, instance: str, solver: str, timeout: float) -> bool:
         """Return True when this (instance, solver, timeout) already has a row."""
@@ -59,10 +57,23 @@ class ResultStore:
         self._file.close()
 
 
+def _create_with_header(path: Path) -> None:
+    """Create the CSV with its header unless it exists: one atomic create, so shards that
+    start together (``--shard``) write the header once."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "w", newline="") as f:
+        csv.DictWriter(f, fieldnames=FIELDS).writeheader()
+
+
 def read_rows(path: Path) -> list[Row]:
-    """Return the rows of a results CSV (missing columns read as "")."""
+    """Return the rows of a results CSV (missing columns read as ""; a repeated header line,
+    left by an older race between shards, is skipped)."""
     with path.open(newline="") as f:
-        return [{k: r.get(k) or "" for k in FIELDS} for r in csv.DictReader(f)]
+        rows = [{k: r.get(k) or "" for k in FIELDS} for r in csv.DictReader(f)]
+    return [r for r in rows if r["instance"] != "instance"]
 
 
 def _float(text: str) -> float:

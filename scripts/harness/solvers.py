@@ -2,9 +2,11 @@
 
 Every runner decides one loaded instance under a deadline and returns an :class:`Outcome`.
 The MILP runners share one decision loop (:func:`decide_by_milp`): one MILP per (input box,
-unsafe disjunct), built by :func:`bnbver.milp.build_milp` from the *same* root bounds that
-bnbver's BaB starts from (:func:`root_bounds`, the root of ``NodeBounder`` with bnbver's
-default options), with ``t <= MILP_UNSAT_SLACK``: a model is feasible exactly when the
+unsafe disjunct), built by :func:`bnbver.milp.build_milp` from the bounds of a named source
+(:class:`BoundsCache`, ``bnbver.bab.bound_sources``; default ``auto``: the *same* root bounds
+that bnbver's BaB starts from, the root of ``NodeBounder`` with bnbver's default options;
+``bnbver export-milp --bounds`` writes the same models), with ``t <= MILP_UNSAT_SLACK``: a
+model is feasible exactly when the
 disjunct has a counterexample (up to that slack), so "all infeasible" is unsat. A feasible
 point counts only after its input passes bnbver's float64 check; otherwise the disjunct is
 re-solved to optimality (the most violating point) in the time left.
@@ -33,8 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from bnbver.bab.bounding import NodeBounder
-from bnbver.bab.loop import BabOptions, choose_split_kind
+from bnbver.bab.bound_sources import node_bounds, validate_source
 from bnbver.driver import verify
 from bnbver.lp.model import LpStatus
 from bnbver.milp import (
@@ -103,45 +104,48 @@ Runner = Callable[[LoadedInstance, float], Outcome]
 
 
 # --------------------------------------------------------------------------- bounds
-def root_bounds(network: Network, prop: Property, options: BabOptions | None = None,
-                ) -> tuple[Bounds, float]:
-    """Return the root pre-activation bounds bnbver's BaB starts from, and its margin bound.
+#: ``--milp-bounds`` names kept for old commands: "relu" was the alpha-optimised root.
+SOURCE_ALIASES = {"relu": "alpha"}
 
-    The root is bounded exactly as ``run_bab`` does (a ``NodeBounder`` with the same options
-    and split kind), so the MILP solvers and the BaB share the same intermediate bounds.
+
+def root_bounds(network: Network, prop: Property, source: str = "auto",
+                ) -> tuple[Bounds, float]:
+    """Return the root pre-activation bounds of ``source`` and the root's margin bound.
+
+    ``auto`` is the root that bnbver's BaB starts from (``node_bounds`` bounds it exactly
+    as ``run_bab`` does), so the MILP solvers and the BaB share the same intermediate bounds.
     """
-    options = options or BabOptions()
-    bounder = NodeBounder(network, prop, options, choose_split_kind(network, options))
-    root = bounder.bound_root(prop.box.lower, prop.box.upper)
-    if root.state is None or root.infeasible:
-        sizes = network.relu_sizes
-        return ([np.zeros(n) for n in sizes], [np.zeros(n) for n in sizes]), math.inf
-    single = root.state.single()
-    lowers = [t[0].detach().cpu().numpy().astype(np.float64) for t in single.pre_lower]
-    uppers = [t[0].detach().cpu().numpy().astype(np.float64) for t in single.pre_upper]
-    return (lowers, uppers), float(root.lower_bound)
+    nb = node_bounds(network, prop, source)
+    return (nb.lower, nb.upper), nb.margin_lower
 
 
 class BoundsCache:
-    """Root bounds per instance, computed once and shared by every MILP runner.
+    """Pre-activation bounds per instance, computed once and shared by every MILP runner.
 
-    Each runner still pays the bounding time (``seconds`` includes ``bounds_s``), so no
-    solver gets the bounds for free. ``split="auto"`` gives exactly the BaB's root bounds;
-    ``"relu"`` the root bounds of a ReLU-split search (alpha-optimised intermediate bounds,
-    tighter on ACAS Xu, where bnbver itself splits inputs and starts from CROWN bounds).
+    The bounds come from ``bnbver.bab.bound_sources.node_bounds(source)``, the function
+    behind ``bnbver export-milp --bounds``, so ``export-milp --bounds SOURCE`` writes the
+    model a runner solved (``auto``: the BaB's own root bounds; ``alpha``: the
+    alpha-optimised root of a ReLU-split search, tighter on ACAS Xu, where bnbver itself
+    splits inputs). Each runner still pays the bounding time (``seconds`` includes
+    ``bounds_s``), so no solver gets the bounds for free.
     """
 
-    def __init__(self, split: str = "auto") -> None:
-        self._options = BabOptions(split=split)
+    def __init__(self, source: str = "auto") -> None:
+        self.source = validate_source(SOURCE_ALIASES.get(source, source), "--milp-bounds")
         self._cache: dict[str, tuple[list[Bounds], float]] = {}
 
-    def get(self, inst: LoadedInstance) -> tuple[list[Bounds], float]:
-        """Return (bounds per property, seconds it took to compute them)."""
+    def get(self, inst: LoadedInstance, timeout: float = math.inf) -> tuple[list[Bounds], float]:
+        """Return (bounds per property, seconds it took to compute them).
+
+        ``timeout`` caps the ``lp`` / ``milp`` tightening (the first caller's timeout).
+        """
         key = inst.ref.name
         if key not in self._cache:
             t0 = time.monotonic()
-            bounds = [root_bounds(inst.network, p, self._options)[0] for p in inst.props]
-            self._cache[key] = (bounds, time.monotonic() - t0)
+            deadline = t0 + timeout if math.isfinite(timeout) else None
+            nbs = [node_bounds(inst.network, p, self.source, deadline=deadline)
+                   for p in inst.props]
+            self._cache[key] = ([(nb.lower, nb.upper) for nb in nbs], time.monotonic() - t0)
         return self._cache[key]
 
 
@@ -229,7 +233,7 @@ def milp_runner(backend_name: str, formulation: str, cache: BoundsCache) -> Runn
     backend = BACKENDS[backend_name]
 
     def run(inst: LoadedInstance, timeout: float) -> Outcome:
-        bounds, bounds_s = cache.get(inst)
+        bounds, bounds_s = cache.get(inst, timeout)
         t0 = time.monotonic()
         deadline = t0 + max(timeout - bounds_s, 0.0)
         answer, tally, msg, x = decide_by_milp(inst, bounds, formulation, backend, deadline)

@@ -10,6 +10,7 @@ rows are cross-checked and any disagreement is printed at once, loudly.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -43,6 +44,17 @@ class StudyOptions:
 
     timeout: float = 120.0
     quiet: bool = False
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``I/N`` (0 <= I < N) for ``--shard``."""
+    try:
+        i, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, got {text!r}") from None
+    if not 0 <= i < n:
+        raise argparse.ArgumentTypeError(f"need 0 <= I < N, got {text!r}")
+    return i, n
 
 
 def limit_threads() -> None:

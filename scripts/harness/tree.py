@@ -9,8 +9,17 @@ Everything else is derived here, without re-running the search:
 - an ``open`` node that has children was *branched*; one without children was still open
   when the run ended (a timeout);
 - the *global lower bound* at time t is the minimum bound over the nodes open at t: a node
-  enters the open set when it is recorded ``open`` and leaves it when its first child is
-  recorded (it was popped and branched). Once the open set is empty every leaf is closed.
+  enters the open set when it is recorded ``open`` and leaves it when its *last* recorded
+  child is in (it was popped and branched), or when a later record of the same node closes
+  it (a stall MILP decides an open node). Once the open set is empty every leaf is closed.
+
+  Why the last child: a round records its children one by one, so after a parent's first
+  child the second is not in yet. Dropping the parent there (as this module once did) left
+  the region of the missing child uncovered for a moment, and the minimum jumped up, then
+  down again when the sibling arrived: upward spikes that no search state ever had. Until
+  its last child is in, the parent's own bound (a valid bound on both children) stands in.
+- the record is in time order (one process appends it), and :func:`load_tree` merges a
+  node recorded twice (open, then closed by a stall MILP) into one node with ``closed_at``.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +37,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from bnbver.errors import InputError
+
 #: Statuses that are not closing methods.
 OPEN, CEX = "open", "counterexample"
 
 
 @dataclass(frozen=True)
 class TreeNode:
-    """One recorded node (``bound_before`` is the parent's bound, nan for the root)."""
+    """One recorded node (``bound_before`` is the parent's bound, nan for the root).
+
+    A node closed after it was open (a stall MILP) has ``closed_at`` (when) and
+    ``bound_open`` (its bound while open); both are nan otherwise.
+    """
 
     id: int
     parent: int
@@ -44,6 +59,8 @@ class TreeNode:
     status: str
     time: float
     bound_before: float = math.nan
+    closed_at: float = math.nan
+    bound_open: float = math.nan
 
     @property
     def closed(self) -> bool:
@@ -52,18 +69,46 @@ class TreeNode:
 
 
 def load_tree(path: Path) -> list[TreeNode]:
-    """Read a JSON-lines tree; a truncated last line (a killed run) is ignored."""
+    """Read a JSON-lines tree; a truncated last line (a killed run) is ignored.
+
+    A node recorded twice (``open``, then closed by a stall MILP) becomes one node: its
+    status and bound are the closing record's, ``time`` the first record's and ``closed_at``
+    the second's.
+
+    Raises:
+        InputError: the file holds no tree record, or a line other than the last one is
+            not a record (it is not a tree file).
+    """
+    lines = path.read_text().splitlines()
     raw: list[dict[str, Any]] = []
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(lines):
         try:
-            raw.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+            raw.append({k: row[k] for k in ("id", "parent", "depth", "split", "bound",
+                                            "status", "time")})
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if i < len(lines) - 1 or not raw:
+                raise InputError(str(path), f"line {i + 1} is not a tree record "
+                                 "(expected one written by --record)") from None
+    return _merge(raw)
+
+
+def _merge(raw: list[dict[str, Any]]) -> list[TreeNode]:
+    """Return one TreeNode per id (see :func:`load_tree`), in first-record order."""
+    bound = {int(r["id"]): float(r["bound"]) for r in raw if r["status"] == OPEN}
+    nodes: dict[int, TreeNode] = {}
+    for r in raw:
+        node_id = int(r["id"])
+        if node_id in nodes:  # re-recorded: closed after it was open
+            first = nodes[node_id]
+            nodes[node_id] = replace(first, status=str(r["status"]), bound=float(r["bound"]),
+                                     closed_at=float(r["time"]), bound_open=first.bound)
             continue
-    bound = {int(r["id"]): float(r["bound"]) for r in raw}
-    return [TreeNode(int(r["id"]), int(r["parent"]), int(r["depth"]),
-                     None if r["split"] is None else tuple(r["split"]),
-                     float(r["bound"]), str(r["status"]), float(r["time"]),
-                     bound.get(int(r["parent"]), math.nan)) for r in raw]
+        nodes[node_id] = TreeNode(node_id, int(r["parent"]), int(r["depth"]),
+                                  None if r["split"] is None else tuple(r["split"]),
+                                  float(r["bound"]), str(r["status"]), float(r["time"]),
+                                  bound.get(int(r["parent"]), math.nan))
+    return list(nodes.values())
 
 
 def relu_split_set(nodes: Sequence[TreeNode], node: TreeNode) -> frozenset[tuple[Any, ...]]:
@@ -79,14 +124,29 @@ def relu_split_set(nodes: Sequence[TreeNode], node: TreeNode) -> frozenset[tuple
 
 
 def bound_curve(nodes: Sequence[TreeNode]) -> list[tuple[float, float]]:
-    """Return (time, global lower bound) after every record (+inf once all are closed)."""
+    """Return (time, global lower bound) after every record (+inf once all are closed).
+
+    See the module docstring: a parent stays in the open set until its last recorded child
+    is in, so every point of the curve is the bound of a set of nodes covering what is left.
+    """
+    children = Counter(n.parent for n in nodes)
+    seen: Counter[int] = Counter()
+    events = sorted([(n.time, 0, i) for i, n in enumerate(nodes)]
+                    + [(n.closed_at, 1, i) for i, n in enumerate(nodes)
+                       if not math.isnan(n.closed_at)])
     open_bounds: dict[int, float] = {}
     curve = []
-    for n in nodes:
-        open_bounds.pop(n.parent, None)
-        if n.status == OPEN:
-            open_bounds[n.id] = n.bound
-        curve.append((n.time, min(open_bounds.values(), default=math.inf)))
+    for t, closing, i in events:
+        n = nodes[i]
+        if closing:
+            open_bounds.pop(n.id, None)
+        else:
+            seen[n.parent] += 1
+            if seen[n.parent] == children[n.parent]:
+                open_bounds.pop(n.parent, None)
+            if n.status == OPEN or not math.isnan(n.closed_at):
+                open_bounds[n.id] = n.bound if math.isnan(n.closed_at) else n.bound_open
+        curve.append((t, min(open_bounds.values(), default=math.inf)))
     return curve
 
 
