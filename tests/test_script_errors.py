@@ -23,6 +23,7 @@ BAD_INPUT = {
     "bdnn_experiments": ["--mnist", NOWHERE, "--out", f"{NOWHERE}/b.md"],
     "compare_branching": ["--bench-dir", NOWHERE, "--out-dir", f"{NOWHERE}/out"],
     "compare_solvers": [NOWHERE, "--solvers", "bnbver", "--out-dir", f"{NOWHERE}/out"],
+    "hypothesis_random": [f"{NOWHERE}/test_x.py"],
     "plot_tree": [f"{NOWHERE}/tree.jsonl"],
     "seed_experiments": [NOWHERE],
     "train_seed_nets": [NOWHERE, "--out", f"{NOWHERE}/nets"],
