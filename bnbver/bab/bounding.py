@@ -36,6 +36,7 @@ from bnbver.bounds import (
 )
 from bnbver.bounds.clip import clip_boxes
 from bnbver.bounds.gradient import gradient_bounds, supports_gradient
+from bnbver.bounds.prepared import AffineOp
 from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import solve_fixed_node
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
@@ -234,7 +235,8 @@ class NodeBounder:
 
     # ------------------------------------------------------------------ bounding
     def bound_root(self, lower: np.ndarray, upper: np.ndarray,
-                   splits: SplitSet | None = None) -> BoundedChild:
+                   splits: SplitSet | None = None,
+                   deadline: float | None = None) -> BoundedChild:
         """Bound the root node (intermediate bounds by CROWN, final by ``root_method``).
 
         ``splits`` makes the root a subtree of a larger search (parallel subtrees).
@@ -244,19 +246,21 @@ class NodeBounder:
         masks = tuple(torch.tensor(m, device=self.device)
                       for m in split_masks([splits], self.net.relu_sizes))
         batch = NodeBatch(*self._box_tensors(*box), masks, None)
-        result = bound_batch(self.net, batch, self.root_opts)
+        result = bound_batch(self.net, batch, self.root_opts, deadline)
         root = self._children(box, batch, result, [splits], self.root_opts.method)[0]
         mode = getattr(self.options, "tighten", "none")
-        deadline = time.monotonic() + getattr(self.options, "tighten_time", 30.0)
+        tighten_end = time.monotonic() + getattr(self.options, "tighten_time", 30.0)
+        if deadline is not None:
+            tighten_end = min(tighten_end, deadline)
         for k in range(len(self.net.relu_sizes)):
             if (mode == "none" or root.state is None or root.infeasible
-                    or root.lower_bound > 0 or time.monotonic() > deadline):
+                    or root.lower_bound > 0 or time.monotonic() > tighten_end):
                 return root
-            state = self._tightened(root, splits, mode, k, deadline)
+            state = self._tightened(root, splits, mode, k, tighten_end)
             if state is None:
                 continue
             batch = NodeBatch(batch.lower, batch.upper, masks, state)
-            result = bound_batch(self.net, batch, self.root_opts)
+            result = bound_batch(self.net, batch, self.root_opts, deadline)
             root = self._children(box, batch, result, [splits],
                                   f"{self.root_opts.method}+{mode}")[0]
         return root
@@ -297,14 +301,15 @@ class NodeBounder:
             upper[slot] = torch.minimum(upper[slot], up)
         return NodeState(tuple(lower), tuple(upper), state.relu_slots, state.row_lower)
 
-    def bound_children(self, parents: list[Node], decisions: list[Any]) -> list[BoundedChild]:
+    def bound_children(self, parents: list[Node], decisions: list[Any],
+                       deadline: float | None = None) -> list[BoundedChild]:
         """Branch every parent by its decision and bound all children in one call.
 
         Returns 2 children per parent, in parent order (inactive/lower half first).
         """
         box, batch, splits = (self._relu_children(parents, decisions) if self.kind == "relu"
                               else self._input_children(parents, decisions))
-        result = bound_batch(self.net, batch, self.child_opts)
+        result = bound_batch(self.net, batch, self.child_opts, deadline)
         return self._children(box, batch, result, splits, self.child_opts.method)
 
     def _gathered(self, parents: list[Node]) -> NodeState:
@@ -427,8 +432,7 @@ class NodeBounder:
                              device=self.device)
         state = self._gathered(parents)
         masks = gather_masks([p.state for p in parents])
-        biases = tuple(self.net.ops[self.net.slot_ops[s] - 1].bias  # type: ignore[union-attr]
-                       for s in self.net.relu_slots)
+        biases = tuple(self._feeding_bias(s) for s in self.net.relu_slots)
         evaluate = self._lookahead(parents, state, masks, lo, up) if needs_lookahead else None
         coeffs = [p.state.input_coeffs for p in parents]
         input_coeffs = None if any(c is None for c in coeffs) else torch.cat(coeffs, 0)
@@ -439,6 +443,14 @@ class NodeBounder:
         return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
                              relu_coeffs, biases, input_coeffs, evaluate, self.generator,
                              self._gradient(state, masks, len(parents)))
+
+    def _feeding_bias(self, slot: int) -> torch.Tensor:
+        """Return the bias of the affine op feeding ReLU ``slot`` (zeros after a max pool,
+        which has none: a ReLU may follow a pooling layer directly)."""
+        op = self.net.ops[self.net.slot_ops[slot] - 1]
+        if isinstance(op, AffineOp):
+            return op.bias
+        return torch.zeros(self.net.slot_sizes[slot], dtype=self.dtype, device=self.device)
 
     def _gradient(self, state: NodeState, masks: tuple[torch.Tensor, ...], batch: int
                   ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]] | None:

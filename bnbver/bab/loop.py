@@ -6,7 +6,8 @@ round). Two kinds of branching share it: ReLU splits (a neuron fixed active / in
 input splits (one input dimension bisected), chosen by input dimension unless forced.
 
 Soundness: a child is closed only when its proven lower bound on every disjunct's margin is
-> ``SOUNDNESS_EPS`` (or the bounds engine proved its split set infeasible); every candidate
+> 0 (bounds hold in real arithmetic: the engine charges its own rounding, see
+``bnbver.bounds.rounding``), or the bounds engine proved its split set infeasible; every candidate
 counterexample is re-checked by an exact float64 forward pass before VIOLATED is returned.
 """
 
@@ -33,9 +34,10 @@ from bnbver.splits import SplitSet
 
 log = logging.getLogger(__name__)
 
-#: A node closes only when its lower bound exceeds this (float64 CPU bounds; the engine adds
-#: its own margin on float32 devices).
-SOUNDNESS_EPS = 1e-9
+#: A node closes only when its lower bound exceeds this. The bounds are rigorous (rounding
+#: included), so 0 is enough; it is also what the bounder uses to decide which children keep
+#: a state, so the two can never disagree.
+SOUNDNESS_EPS = 0.0
 #: Seconds between two progress lines of a search (logged at INFO level: ``bnbver -v``).
 PROGRESS_LOG_SECONDS = 5.0
 
@@ -57,7 +59,6 @@ class BabOptions:
             counterexamples are always checked in float64.
         memory_cap: open nodes beyond which the frontier goes depth-first.
         jobs: parallel subtrees (joblib) in ``bnbver.bab.parallel``.
-        lp_leaves: decide nodes with no unstable free neuron by one exact LP.
         milp_max_unstable: a ReLU-split node with at most this many free unstable neurons
             (and at least one) is decided at once by a big-M MILP with HiGHS instead of being
             branched further (0 disables); the MILP gets at most ``milp_time`` seconds, and
@@ -108,7 +109,6 @@ class BabOptions:
     precision: str = "auto"
     memory_cap: int = 200_000
     jobs: int = 1
-    lp_leaves: bool = True
     milp_max_unstable: int = 8
     milp_time: float = 10.0
     tighten: str = "none"
@@ -231,7 +231,8 @@ def _merge_probe(stats: Stats, probe: Stats, seconds: float, final: bool) -> Non
 def _search(s: _Search) -> Result:
     """Bound the root, then run rounds until decided or out of time."""
     t0 = time.monotonic()
-    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits)
+    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits,
+                                s.deadline)
     s.stats.bound_calls += 1
     s.stats.add_time("root_bounds", time.monotonic() - t0)
     s.root_disjuncts = root.disjunct_bounds
@@ -273,7 +274,7 @@ def _round(s: _Search) -> Result | None:
                                 s.options.branching or default_heuristic(s.split_kind))
     s.stats.add_time("branching", time.monotonic() - t0)
     t0 = time.monotonic()
-    children = s.bounder.bound_children(parents, decisions)
+    children = s.bounder.bound_children(parents, decisions, s.deadline)
     s.stats.bound_calls += 1
     s.stats.add_time("bounds", time.monotonic() - t0)
     made: list[list[object] | None] = [_decision(s, dec, side) for dec in decisions
@@ -435,7 +436,7 @@ def _check_candidate(s: _Search, child: BoundedChild) -> Result | None:
 def _decide_leaf(s: _Search, node: Node, parent: Node | None) -> Result | None:
     """Decide a node whose every ReLU is fixed (or stable) exactly by LP."""
     t0 = time.monotonic()
-    verdict = s.bounder.decide_exactly(node)
+    verdict = s.bounder.decide_exactly(node, max(s.deadline - time.monotonic(), 0.5))
     s.stats.lp_calls += 1
     s.stats.add_time("lp", time.monotonic() - t0)
     if verdict.counterexample is not None:
