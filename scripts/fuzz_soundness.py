@@ -18,7 +18,7 @@ Every ``sat`` witness is replayed exactly and in onnxruntime.
 Output: one JSON line per run in ``--out`` (``--resume`` skips the (seed, case, config)
 runs already there), a line per failure with its reproduction command, and a summary table
 (runs per configuration and outcome class). Exit status: 1 when a run is a wrong unsat, a
-refuted witness (exactly or by onnxruntime), a crash or an oracle bug; 0 otherwise; 2 on
+refuted witness (exactly or by onnxruntime), a crash or a fuzzer bug; 0 otherwise; 2 on
 bad arguments.
 """
 
@@ -30,6 +30,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,6 +75,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="JSON-lines results file")
     p.add_argument("--resume", action="store_true", help="skip runs already in --out")
     p.add_argument("--keep", type=Path, help="copy failing instances' files into this folder")
+    p.add_argument("--md", type=Path, help="also write the summary and failures as Markdown")
     p.add_argument("--no-isolate", action="store_true",
                    help="run bnbver in this process (no protection against hangs)")
     p.add_argument("--smoke", action="store_true", help="a few cases in seconds (CI)")
@@ -122,11 +124,22 @@ def _record(inst: Instance, oracle: OracleResult, seed: int, case: int, config: 
 
 def run_case(args: argparse.Namespace, case: int, configs: list[str], runner: Any,
              work: Path) -> list[dict[str, Any]]:
-    """Generate, decide and run one case in the given configurations."""
-    inst = generate(args.seed, case, args.family)
-    oracle = decide(inst, OracleLimits(time_limit=args.oracle_time))
-    onnx_path, vnnlib_path = write_instance(inst, work, f"s{args.seed}_c{case}")
-    replays = oracle_witness_replays(inst, oracle, onnx_path)
+    """Generate, decide and run one case in the given configurations.
+
+    An exception in the fuzzer's own parts (generator, oracle, writers) becomes one
+    ``fuzzer-bug`` record per configuration instead of ending the batch.
+    """
+    try:
+        inst = generate(args.seed, case, args.family)
+        oracle = decide(inst, OracleLimits(time_limit=args.oracle_time))
+        onnx_path, vnnlib_path = write_instance(inst, work, f"s{args.seed}_c{case}")
+        replays = oracle_witness_replays(inst, oracle, onnx_path)
+    except Exception as exc:  # a bug of the fuzzer: record it and go on
+        detail = f"{type(exc).__name__}: {exc} [{traceback.format_exc(limit=-3)}]"
+        out = [_fuzzer_bug(args, case, name, detail) for name in configs]
+        for rec in out:
+            _report(rec, args.quiet)
+        return out
     out = []
     for name in configs:
         res = runner.run(str(onnx_path), str(vnnlib_path), CONFIGS[name], args.timeout,
@@ -139,6 +152,17 @@ def run_case(args: argparse.Namespace, case: int, configs: list[str], runner: An
         if outcome in FAILURES and args.keep is not None:
             _keep(args.keep, onnx_path, vnnlib_path, rec)
     return out
+
+
+def _fuzzer_bug(args: argparse.Namespace, case: int, config: str, detail: str
+                ) -> dict[str, Any]:
+    return {"seed": args.seed, "case": case, "config": config, "family": args.family or "?",
+            "dtype": "?", "note": "", "planted": False, "oracle": "unknown",
+            "oracle_reason": "", "oracle_lps": 0, "oracle_seconds": 0.0, "oracle_witness": None,
+            "witness_f64": None, "witness_ort": None, "status": "not run",
+            "outcome": "fuzzer-bug", "detail": detail[:2000], "wall": 0.0,
+            "timeout": args.timeout, "x": None, "message": "",
+            "repro": repro(args.seed, case, config, args.family)}
 
 
 def _report(rec: dict[str, Any], quiet: bool) -> None:
@@ -178,9 +202,33 @@ def summary(records: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def markdown(records: list[dict[str, Any]], command: str, per_class: int = 10) -> str:
+    """Return a Markdown report: the command, the summary, and failures by class and family."""
+    fails = [r for r in records if r["outcome"] in FAILURES]
+    out = ["# Soundness fuzzing (issue 15)", "", f"Command: `{command}`", "",
+           summary(records), ""]
+    for cls in FAILURES:
+        rows = [r for r in fails if r["outcome"] == cls]
+        if not rows:
+            continue
+        fams = Counter(r["family"] for r in rows)
+        out += [f"## {cls}: {len(rows)} runs", "",
+                "By family: " + ", ".join(f"{k} {v}" for k, v in fams.most_common()), ""]
+        seen: set[tuple[int, int]] = set()
+        for r in rows:
+            if (r["seed"], r["case"]) in seen or len(seen) >= per_class:
+                continue
+            seen.add((r["seed"], r["case"]))
+            out.append(f"- `{r['repro']}`: {r['note']} ({r['dtype']}); {r['detail'][:160]}")
+        out.append("")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the fuzzer; return the exit status."""
     args = parse_args(argv)
+    args.command = "python scripts/fuzz_soundness.py " + " ".join(
+        sys.argv[1:] if argv is None else argv)
     if args.list_configs:
         for name, opts in CONFIGS.items():
             print(f"{name:30s} {opts}")
@@ -217,6 +265,9 @@ def run(args: argparse.Namespace) -> int:
     allrecs = previous + records
     print(f"\n{len(records)} runs in {time.monotonic() - start:.0f} s "
           f"(+{len(previous)} resumed)\n" + summary(allrecs))
+    if args.md is not None:
+        args.md.parent.mkdir(parents=True, exist_ok=True)
+        args.md.write_text(markdown(allrecs, args.command))
     return 1 if any(r["outcome"] in FAILURES for r in allrecs) else 0
 
 

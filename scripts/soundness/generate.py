@@ -471,6 +471,9 @@ def _maybe_pool(rng: Rng, ops: list[Op], tags: list[str], shape: tuple[int, int,
     stride = (s, s)
     pads = (0, 0, 0, 0) if rng.uniform() < 0.8 else (0, 0, 1, 1)
     pool = MaxPool(kernel, stride, pads, shape)
+    _, oh, ow = pool.out_shape
+    if (oh - 1) * s - pads[0] >= shape[1] or (ow - 1) * s - pads[1] >= shape[2]:
+        pool = MaxPool(kernel, stride, (0, 0, 0, 0), shape)  # a window all in the padding
     ops = [*ops, pool]
     tags = [*tags, f"pool{kernel[0]}{kernel[1]}s{stride[0]}"]
     if rng.uniform() < 0.5:

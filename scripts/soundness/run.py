@@ -16,8 +16,9 @@ Outcome classes (``classify``):
   issue counts it as a refuted witness; it is a column of its own because it is a different
   bug (a float32 runtime disagreeing near the boundary, not a wrong proof);
 - ``crash``: an exception, an ``error`` status, or a worker process that died;
-- ``oracle-bug``: a witness that passes both replays while the oracle says unsat (or the
-  oracle's own witness failed its re-check): a bug of the fuzzer, also a failure;
+- ``fuzzer-bug``: a witness that replays exactly while the oracle says unsat, the oracle's
+  own witness failing its re-check, or an exception in the generator, oracle or writers: a
+  bug of the fuzzer, also a failure (and the batch goes on);
 - ``ok``: agrees with the oracle; ``skipped``: the oracle said unknown (its limits) and the
   answer could not be refuted; ``timeout``, ``unknown``, ``hang`` (killed after twice the
   deadline plus a grace period): allowed, counted.
@@ -43,7 +44,7 @@ from .netspec import Instance
 from .oracle import OracleResult
 from .write import ort_forward
 
-FAILURES = ("wrong-unsat", "refuted-witness", "refuted-ort", "crash", "oracle-bug")
+FAILURES = ("wrong-unsat", "refuted-witness", "refuted-ort", "crash", "fuzzer-bug")
 OUTCOMES = ("ok", *FAILURES, "timeout", "unknown", "hang", "skipped")
 #: Extra seconds a worker gets beyond twice its deadline before it is killed.
 GRACE = 30.0
@@ -190,7 +191,7 @@ def classify(inst: Instance, oracle: OracleResult, run: dict[str, Any],
     if status in ("timeout", "unknown"):
         return status, ""
     if oracle.reason.startswith("bug:"):
-        return "oracle-bug", oracle.reason
+        return "fuzzer-bug", oracle.reason
     if status == "unsat":
         return {"sat": ("wrong-unsat", "the oracle found a counterexample"),
                 "unsat": ("ok", ""), }.get(oracle.answer, ("skipped", oracle.reason))
@@ -201,7 +202,7 @@ def classify(inst: Instance, oracle: OracleResult, run: dict[str, Any],
     if not w.exact_ok:
         return "refuted-witness", "exact: " + w.detail
     if oracle.answer == "unsat":
-        return "oracle-bug", "a witness that replays exactly, but the oracle says unsat"
+        return "fuzzer-bug", "a witness that replays exactly, but the oracle says unsat"
     if not w.ort_ok:
         return "refuted-ort", w.detail
     return ("ok", "") if oracle.answer == "sat" else ("skipped", oracle.reason)
