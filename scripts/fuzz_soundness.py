@@ -7,6 +7,11 @@ Usage::
     python scripts/fuzz_soundness.py --seed 1 --case 17 --config relu-babsr-f32 --keep kept/
     python scripts/fuzz_soundness.py --list-configs
 
+    # the 10,000-case measurement (about 4-5 hours on one core; resumable)
+    python scripts/fuzz_soundness.py --n 10000 --seed 2025 --per-case 4 --timeout 10 --quiet \
+        --out results/soundness.jsonl --resume --keep results/soundness_failures \
+        --md results/soundness.md
+
 Each case ``K`` of seed ``S`` is a random instance (``soundness.generate``: dense and conv /
 max-pool nets, planted counterexamples, extreme scales, the adversarial families of the
 issue) written as ONNX + VNN-LIB. The independent exact oracle (``soundness.oracle``, which
@@ -16,10 +21,13 @@ given by ``--config``), rotating so that every configuration gets its share of t
 Every ``sat`` witness is replayed exactly and in onnxruntime.
 
 Output: one JSON line per run in ``--out`` (``--resume`` skips the (seed, case, config)
-runs already there), a line per failure with its reproduction command, and a summary table
-(runs per configuration and outcome class). Exit status: 1 when a run is a wrong unsat, a
-refuted witness (exactly or by onnxruntime), a crash or a fuzzer bug; 0 otherwise; 2 on
-bad arguments.
+runs already there), a line per failure with its reproduction command, a summary table
+(runs per configuration and outcome class), and with ``--md`` the same as Markdown with up to
+ten reproduction commands per failure class. ``--keep DIR`` copies each failing instance's
+ONNX and VNN-LIB files and its JSON record into DIR.
+
+Exit status: 1 when a run is a wrong unsat, a refuted witness (exactly or by onnxruntime), a
+crash or a fuzzer bug; 0 otherwise; 2 on bad arguments.
 """
 
 from __future__ import annotations

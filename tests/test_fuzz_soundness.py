@@ -327,8 +327,8 @@ def test_fixed_seed_fuzz_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 def test_smoke_run_is_sound() -> None:
-    """The CI smoke run: a few dense cases, no wrong unsat, refuted witness or crash."""
-    assert fuzz_soundness.main(["--smoke", "--no-isolate", "--quiet"]) == 0
+    """The CI smoke run (bnbver in a worker process): a few dense cases, no failure."""
+    assert fuzz_soundness.main(["--smoke", "--quiet"]) == 0
 
 
 @pytest.mark.slow
