@@ -32,7 +32,7 @@ def build_configs() -> dict[str, dict[str, Any]]:
         out[f"{kind}-tighten-milp"] = {"split": kind, "tighten": "milp"}
         out[f"{kind}-jobs2"] = {"split": kind, "jobs": 2}
         out[f"{kind}-noattack"] = {"split": kind, **NO_ATTACK}
-        out[f"{kind}-bounds-only"] = {"split": kind, "lp_leaves": False,
+        out[f"{kind}-bounds-only"] = {"split": kind,
                                       "milp_max_unstable": 0, "stall_rounds": 0, **NO_ATTACK}
     out["relu-crown-intermediate-f32"] = {"split": "relu", "relu_intermediate": "crown",
                                           "precision": "float32"}
