@@ -246,8 +246,14 @@ def main(argv: list[str] | None = None) -> int:
         args.per_case, args.timeout, args.family = 2, min(args.timeout, 5.0), "dense"
     unknown = [c for c in args.config or [] if c not in CONFIGS]
     if unknown:
-        print(f"unknown configuration(s) {unknown}; see --list-configs", file=sys.stderr)
+        print(f"error: --config: unknown configuration(s) {unknown}; see --list-configs",
+              file=sys.stderr)
         return 2
+    for name in ("out", "md"):
+        path = getattr(args, name)
+        if path is not None and not Path(path).resolve().parent.is_dir():
+            print(f"error: --{name}: {path}: its folder does not exist", file=sys.stderr)
+            return 2
     return run(args)
 
 

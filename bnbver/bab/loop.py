@@ -151,6 +151,7 @@ class _Search:
     module: torch.nn.Module | None = None
     stall_checked: int = 0
     stall_seconds: float = 0.0
+    undecided: list[Node] = field(default_factory=list)
     milp_tried: set[int] = field(default_factory=set)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     root_disjuncts: np.ndarray | None = None
@@ -259,6 +260,10 @@ def _search(s: _Search) -> Result:
         outcome = _on_stall(s)
         if outcome is not None:
             return outcome
+    if s.undecided:
+        return Result(Status.UNKNOWN, stats=s.stats, message=(
+            f"{len(s.undecided)} fully split leaves were neither closed nor falsified (their "
+            f"LPs are numerically ambiguous: a margin within rounding of 0)"))
     return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
                   **_bound_fields(s, _leaves_bound(s)))
 
@@ -446,9 +451,11 @@ def _decide_leaf(s: _Search, node: Node, parent: Node | None) -> Result | None:
     if verdict.lower_bound > SOUNDNESS_EPS or verdict.infeasible:
         _close(s, replace(node, lower_bound=verdict.lower_bound), parent, "lp")
         return None
-    # The LP could not close it (tolerance): the answer can only be unknown.
-    return Result(Status.UNKNOWN, stats=s.stats,
-                  message="a fully split leaf was neither closed nor falsified by LP")
+    # Numerically ambiguous (a margin within the LP's rounding of 0): this leaf can only end
+    # in "unknown", but the rest of the tree may still hold a counterexample, so go on.
+    s.undecided.append(node)
+    s.recorder.node(node, parent, "undecided", time.monotonic() - s.started, "lp")
+    return None
 
 
 def _decide_milp(s: _Search, node: Node, parent: Node | None,
@@ -485,7 +492,9 @@ def _trace(s: _Search) -> None:
 def _split_off(s: _Search) -> Result:
     """Stop early and hand the open nodes (as boxes + splits) to the caller."""
     lb = s.frontier.global_lower_bound()
-    open_nodes = tuple((n.lower, n.upper, n.splits) for n in s.frontier.drain())
+    # Undecided leaves go along: their subtree will meet them again and end in "unknown".
+    nodes = [*s.frontier.drain(), *s.undecided]
+    open_nodes = tuple((n.lower, n.upper, n.splits) for n in nodes)
     return Result(Status.UNKNOWN, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
                   message="split into subtrees", open_nodes=open_nodes,
                   **_bound_fields(s, lb))
