@@ -547,10 +547,19 @@ def decide_milp(
             if sol.status is LpStatus.INFEASIBLE or sol.x is None:
                 break
         # "Infeasible" is the solver's word: it closes the node only on a model that passed
-        # the numerical preconditions (an empty node by our own bounds always does).
-        proven = sol.status is LpStatus.INFEASIBLE and (safe.trusted or model.infeasible)
+        # the numerical preconditions and that a second solve without presolve confirms (an
+        # empty node by our own bounds always does).
+        proven = model.infeasible or (sol.status is LpStatus.INFEASIBLE and safe.trusted
+                                      and _confirmed_infeasible(model, deadline, threads))
         unknown |= not proven
     return MilpVerdict(Status.UNKNOWN if unknown else Status.HOLDS, None, tuple(sols))
+
+
+def _confirmed_infeasible(model: MilpModel, deadline: float, threads: int) -> bool:
+    """Re-solve without presolve; True when that also finds the model infeasible."""
+    left = max(deadline - time.monotonic(), 1.0)
+    opts = HighsOptions(time_limit=left, threads=threads, first_solution=True, presolve=False)
+    return solve(model.lp, opts).status is LpStatus.INFEASIBLE
 
 
 # ------------------------------------------------------------------- export: one file, headers

@@ -304,7 +304,8 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
              errs: ErrorVectors, alpha: Sequence[Tensor] | None = None,
              beta: Sequence[Tensor | None] | None = None,
              record: list[Tensor | None] | None = None,
-             seed_beta: bool = False) -> Linear:
+             seed_beta: bool = False,
+             record_nu: list[Tensor | None] | None = None) -> Linear:
     """Propagate a lower bound on the output of ``ops[start]`` back to the input.
 
     Args:
@@ -319,6 +320,8 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
             ReLU layer's *output* in the bound (what BaBSR scores neurons with).
         seed_beta: fill, in place in the list ``beta``, every zero multiplier of a split
             neuron by :func:`seeded_beta` on the way (see there); needs ``alpha``.
+        record_nu: when given (one entry per ReLU layer), receives the coefficients of each
+            ReLU layer's *input* (the pre-activations): the bound's dual certificate.
 
     Returns:
         The bound in terms of the network input.
@@ -341,6 +344,8 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
             v_prev = errs[i - 1] if i > 0 and isinstance(net.ops[i - 1], AffineOp) else None
             lin = relu_backward(lin, rx, unit, None if alpha is None else alpha[op.layer],
                                 None if beta is None else beta[op.layer], v_prev)
+            if record_nu is not None:
+                record_nu[op.layer] = lin.a
             charged = v_prev is not None
         else:
             px = relax[op.slot]

@@ -44,6 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write the search tree as JSON lines (one line per node)")
     parser.add_argument("--json", action="store_true",
                         help="print the result as one JSON object instead of the status word")
+    parser.add_argument("--certificate", default=None, metavar="FILE",
+                        help="on unsat, write a proof (.npz) that `bnbver check` re-verifies "
+                             "(turns certificates on; --option certify=strict also forbids "
+                             "leaves that only a MILP solver closed)")
 
 
 def summary(result: Result) -> str:
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     check_positive(args.timeout, "--timeout")
     check_positive(args.jobs, "--jobs", integer=True)
     validate_device(args.device)
-    for path, flag in ((args.out, "--out"), (args.record, "--record")):
+    for path, flag in ((args.out, "--out"), (args.record, "--record"),
+                       (args.certificate, "--certificate")):
         if path:
             check_writable(path, flag)
     network = load_network(args.net)
@@ -72,12 +77,16 @@ def run(args: argparse.Namespace) -> int:
         branching=args.branching, split=args.split, jobs=args.jobs, device=args.device,
         tighten=args.tighten, record=args.record,
     )
+    if args.certificate:
+        kwargs["certify"] = "on"
     kwargs.update(parse_options(args.option))  # --option NAME=VALUE wins
     options = VerifierOptions.from_kwargs(**kwargs)
     result = verify(network, props, options, source_path=args.net)
     text = format_vnncomp(result)
     if args.out:
         Path(args.out).write_text(text)
+    if args.certificate and result.status is Status.HOLDS and result.certificate is not None:
+        result.certificate.save(args.certificate)
     print(json.dumps(result.to_dict()) if args.json else text.splitlines()[0])
     if not quiet(args):
         print(summary(result), file=sys.stderr)
