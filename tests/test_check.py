@@ -128,7 +128,7 @@ def test_tampering_with_the_tree_is_rejected(relu_case: tuple[Network, Property,
     # a split's phase flipped: both children active
     child = int(np.flatnonzero(tree.kind == RELU)[0])
     active = tree.active.copy()
-    sibling = [c for c in np.flatnonzero(tree.parent == tree.parent[child]) if c != child][0]
+    sibling = next(c for c in np.flatnonzero(tree.parent == tree.parent[child]) if c != child)
     active[sibling] = active[child]
     assert not _checked(net, prop, proof, replace(tree, active=active))
     # an internal node claimed closed, its subtree kept: a closed node with children
