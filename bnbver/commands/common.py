@@ -90,3 +90,19 @@ def check_positive(value: float | None, flag: str, integer: bool = False) -> Non
     ok = value >= 1 if integer else (math.isfinite(value) and value > 0)
     if not ok:
         raise InputError(flag, f"must be {'>= 1' if integer else '> 0'}, got {value:g}")
+
+
+def process_age() -> float:
+    """Return the seconds since this process started (0 where the OS does not say).
+
+    A VNN-COMP harness times the whole process, interpreter start-up and imports included
+    (seconds on a loaded machine), so ``verify`` deducts them from its time limit.
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(age, 0.0)

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bnbver.commands.common import check_positive, check_writable, quiet
+from bnbver.commands.common import check_positive, check_writable, process_age, quiet
 from bnbver.driver import VerifierOptions, parse_options, validate_device, verify
 from bnbver.io.loaders import load_network, load_properties
 from bnbver.result import Result, Status, format_vnncomp
@@ -62,7 +62,7 @@ def summary(result: Result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Verify and write the result; exit 0 whatever the verdict (1 on a solver error)."""
-    start = time.monotonic()
+    start = time.monotonic() - process_age()
     check_positive(args.timeout, "--timeout")
     check_positive(args.jobs, "--jobs", integer=True)
     validate_device(args.device)
