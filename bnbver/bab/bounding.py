@@ -318,7 +318,8 @@ class NodeBounder:
                               milp_time_per_neuron=getattr(self.options,
                                                            "tighten_neuron_time", 1.0),
                               lp_pass=not self.root_opts.optimize_intermediate,
-                              jobs=getattr(self.options, "tighten_jobs", 1))
+                              jobs=getattr(self.options, "tighten_jobs", 1),
+                              priority=self._tighten_priority(root, pre))
         res = tighten_bounds(self.network, InputBox(root.lower, root.upper), pre, splits, opts)
         if all(np.array_equal(a, b) for a, b in zip((*res.lower, *res.upper), (*pre[0], *pre[1]),
                                                     strict=True)):
@@ -333,6 +334,21 @@ class NodeBounder:
             lower[slot] = torch.maximum(lower[slot], lo)
             upper[slot] = torch.minimum(upper[slot], up)
         return NodeState(tuple(lower), tuple(upper), state.relu_slots, state.row_lower)
+
+    @staticmethod
+    def _tighten_priority(root: BoundedChild, pre: tuple[list[np.ndarray], list[np.ndarray]]
+                          ) -> tuple[np.ndarray, ...] | None:
+        """Per ReLU layer, how much each neuron's relaxation costs the worst row's bound:
+        ``|coefficient of its output| * -l u / (u - l)`` (BaBSR's estimate), when the root
+        kept the coefficients; the MILP tightening takes the costliest first."""
+        coeffs = None if root.state is None else root.state.relu_coeffs
+        if coeffs is None:
+            return None
+        out = []
+        for c, lo, hi in zip(coeffs, *pre, strict=True):
+            area = np.where((lo < 0) & (hi > 0), -lo * hi / np.maximum(hi - lo, 1e-300), 0.0)
+            out.append(np.abs(c[0].double().cpu().numpy()) * area)
+        return tuple(out)
 
     def bound_children(self, parents: list[Node], decisions: list[Any],
                        deadline: float | None = None) -> list[BoundedChild]:
