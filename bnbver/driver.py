@@ -151,9 +151,9 @@ def validate_bab_options(bab: Any) -> None:
     if bab.input_intermediate not in modes:
         raise InputError("input_intermediate",
                          f"must be one of {modes}, got {bab.input_intermediate!r}")
-    if bab.relu_intermediate not in ("inherit", "crown"):
+    if bab.relu_intermediate not in ("inherit", "crown", "alpha"):
         raise InputError("relu_intermediate",
-                         f"must be inherit or crown, got {bab.relu_intermediate!r}")
+                         f"must be inherit, crown or alpha, got {bab.relu_intermediate!r}")
     if bab.stall_rounds < 0 or not bab.stall_milp_time > 0 or bab.stall_tol < 0:
         raise InputError("stall_rounds/stall_tol/stall_milp_time",
                          f"need stall_rounds >= 0, stall_tol >= 0 and stall_milp_time > 0, "

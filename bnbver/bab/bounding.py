@@ -243,6 +243,7 @@ class NodeBounder:
                                        relu_coeffs=wants_coeffs, row_linear=self.clip,
                                        certify=certify)
         child_method = getattr(options, "child_method", "beta")
+        relu_interm = getattr(options, "relu_intermediate", "inherit")
         if kind == "input":
             self.child_opts = BoundsOptions(
                 method="crown", device=device, dtype=dtype, row_linear=self.clip,
@@ -251,7 +252,8 @@ class NodeBounder:
             self.child_opts = BoundsOptions(
                 method=child_method, iterations=iterations, device=device, dtype=dtype,
                 relu_coeffs=wants_coeffs, row_linear=self.clip,
-                intermediate=getattr(options, "relu_intermediate", "inherit"),
+                intermediate=("crown" if relu_interm == "alpha" else relu_interm),
+                optimize_intermediate=relu_interm == "alpha",
                 seed_beta=getattr(options, "seed_beta", True), certify=certify)
         self.cheap_opts = replace(self.child_opts, method="crown", relu_coeffs=False,
                                   certify=False)

@@ -82,7 +82,10 @@ class BabOptions:
             ACAS Xu search time, results/README.md) or "crown", "forward", "inherit".
         relu_intermediate: intermediate bounds of ReLU-split children: "inherit" (the
             parent's, clamped by the new split and interval propagation) or "crown"
-            (recomputed by CROWN with the node's splits, intersected with the parent's).
+            (recomputed by CROWN with the node's splits, intersected with the parent's) or
+            "alpha" (recomputed by alpha-beta-CROWN with the split constraints, as
+            alpha-beta-CROWN's optimised intermediate bounds; layers before every split of
+            the batch keep the parent's).
         seed_beta: start each ReLU child's new split multiplier where its parent's relaxation
             puts it (``BoundsOptions.seed_beta``).
         stall_rounds: with ReLU splits, when the global lower bound rose by less than
@@ -234,6 +237,8 @@ def certify_options(options: BabOptions) -> BabOptions:
     changes: dict[str, Any] = {}
     if options.input_intermediate in ("forward", "forward-crown"):
         changes["input_intermediate"] = "crown"
+    if options.relu_intermediate == "alpha":
+        changes["relu_intermediate"] = "crown"
     if options.tighten != "none":
         log.warning("certificates: root tightening (%s) is switched off", options.tighten)
         changes["tighten"] = "none"

@@ -225,7 +225,8 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
         hi = torch.minimum(hi, batch.state.upper[slot])
     split = slot_split(net, batch.splits, slot)
     lo, hi = clamp_splits(lo, hi, split)
-    if refine and options.method != "ibp" and _produced_by_affine(net, slot):
+    if (refine and options.method != "ibp" and _produced_by_affine(net, slot)
+            and _split_before(net, batch, slot, options)):
         extend_errors(net, errs, relax, batch.lower, batch.upper, net.slot_ops[slot])
         need = _refine_need(net, slot, lo, hi, split)
         index = need.any(dim=0).nonzero().flatten()
@@ -240,6 +241,18 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
             hi = hi.index_copy(1, index, torch.where(use, torch.minimum(old_hi, c_hi), old_hi))
             lo, hi = clamp_splits(lo, hi, split)
     return lo, hi
+
+
+def _split_before(net: BoundedNetwork, batch: NodeBatch, slot: int,
+                  options: BoundsOptions) -> bool:
+    """False when re-optimising ``slot``'s bounds of ReLU-split children cannot gain over the
+    inherited ones: no node of the batch is split in a ReLU layer before the slot (a split
+    changes only the bounds of the layers after it). Only for optimised intermediate bounds
+    of children (input-split children change their box and always recompute)."""
+    if batch.state is None or not options.optimize_intermediate:
+        return True
+    return any(s < slot and bool((batch.splits[k] != 0).any())
+               for k, s in enumerate(net.relu_slots))
 
 
 def _per_node_pays(net: BoundedNetwork, slot: int, need: Tensor, index: Tensor,
