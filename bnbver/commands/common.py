@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 from pathlib import Path
@@ -106,3 +107,19 @@ def process_age() -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     return max(age, 0.0)
+
+
+def read_rows(out: Path, fields: list[str]) -> list[dict[str, str]]:
+    """Return the rows of a results CSV that ``--resume`` keeps ([] when there is none).
+
+    Raises:
+        InputError: the file has other columns than ``fields`` (another command's CSV).
+    """
+    if not out.exists() or out.stat().st_size == 0:
+        return []
+    with out.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != fields:
+            raise InputError(str(out), f"--resume: expected the columns {','.join(fields)}, "
+                             f"found {','.join(reader.fieldnames or [])}")
+        return list(reader)
