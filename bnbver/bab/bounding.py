@@ -633,12 +633,15 @@ class NodeBounder:
             if res.candidate is not None and (cand is None or res.lower < best):
                 cand = res.candidate
             best = min(best, res.lower)
-            if res.lower > 0 and res.row_duals is not None:
-                weights, nu = dual_proof(relax, res.row_duals)
+            wanted = getattr(self.options, "certify", "off") != "off"
+            proof = (dual_proof(relax, res.row_duals)
+                     if wanted and res.lower > 0 and res.row_duals is not None else None)
+            if proof is not None:
+                weights, nu = proof
                 if np.isinf(res.lower):
                     # a Farkas ray: a proof that the node is empty (no objective involved)
                     weights = np.zeros_like(weights)
                 proofs.append((k, weights, nu))
-            farkas |= bool(np.isinf(res.lower) and res.lower > 0 and res.row_duals is None)
+            farkas |= bool(np.isinf(res.lower) and res.lower > 0 and proof is None)
         return LeafVerdict(best, bool(np.isinf(best) and best > 0), cand, tuple(proofs),
                            farkas)

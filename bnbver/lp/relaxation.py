@@ -688,20 +688,24 @@ def fixed_node_relaxation(network: Network, box: InputBox, bounds: Bounds | None
     return relax
 
 
-def dual_proof(relax: Relaxation, row_duals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def dual_proof(relax: Relaxation,
+               row_duals: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Return an LP's duals as a certificate (``bnbver.check``): the weights of the margin
     rows and, per ReLU layer, the multipliers of the rows defining the pre-activations.
 
     Each pre-activation column is defined by the first row that holds it (``encode_affine``
     adds it before any row that uses it); the margin rows are those of the column t. With
     every neuron fixed, these multipliers are the coefficients ``nu`` of the dual form, and
-    the checker's bound from them equals the LP's Lagrangian bound.
+    the checker's bound from them equals the LP's Lagrangian bound. None when a ReLU layer
+    is not fed by an affine layer (after a max pool; certificates do not cover pooling).
     """
     A = relax.lp.A.tocsc()
     nus = []
     for r in relax.columns.relus:
-        rows = [int(A.indices[A.indptr[j]:A.indptr[j + 1]].min()) for j in r.z]
-        nus.append(np.asarray(row_duals)[rows])
+        held = [A.indices[A.indptr[j]:A.indptr[j + 1]] for j in r.z]
+        if any(h.size == 0 for h in held):
+            return None  # a ReLU fed by a max pool: no affine row defines it
+        nus.append(np.asarray(row_duals)[[int(h.min()) for h in held]])
     t = relax.columns.margin
     margin_rows = np.sort(A.indices[A.indptr[t]:A.indptr[t + 1]])
     weights = np.maximum(np.asarray(row_duals)[margin_rows], 0.0)
