@@ -357,7 +357,12 @@ def _slot_loop(net: BoundedNetwork, batch: NodeBatch, refine: bool, options: Bou
 
 def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
                     options: BoundsOptions, deadline: float | None) -> Optimized:
-    """Run alpha(-beta)-CROWN on the margins, warm-started from the batch's state."""
+    """Run alpha(-beta)-CROWN on the margins, warm-started from the batch's state.
+
+    Rows that every node's parent has already proven (bound > 0: the child inherits it) are
+    left out of the optimisation: deep in a search most disjuncts are settled and only one
+    or two rows still need work. Their results are the parent's bounds and parameters.
+    """
     start, lin0 = final_start(net, inter.errs)
     b, r = batch.batch_size, net.num_rows
     state = batch.state
@@ -370,8 +375,55 @@ def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
     if options.method == "beta":
         warm = None if state is None else state.beta
         beta0 = initial_beta(relax, net.relu_slots, b, r, warm)
-    return optimize(net, start, lin0, batch.lower, batch.upper, relax, inter.errs, alpha0,
-                    beta0, options, deadline)
+    rows = _open_rows(state)
+    if rows is None:
+        return optimize(net, start, lin0, batch.lower, batch.upper, relax, inter.errs,
+                        alpha0, beta0, options, deadline)
+    sub = Linear(lin0.a[:, rows], lin0.bias[:, rows], lin0.err[:, rows])
+    part = optimize(net, start, sub, batch.lower, batch.upper, relax, inter.errs,
+                    [a[:, rows] for a in alpha0],
+                    None if beta0 is None else [None if t is None else t[:, rows]
+                                                for t in beta0], options, deadline)
+    assert state is not None and state.row_lower is not None
+    return _widen(part, rows, state.row_lower, alpha0, beta0, batch.lower.shape[1])
+
+
+def _open_rows(state: NodeState | None) -> Tensor | None:
+    """Return the rows some parent has not proven, or None when all rows are needed."""
+    if state is None or state.row_lower is None:
+        return None
+    open_rows = (state.row_lower <= 0).any(dim=0)
+    if bool(open_rows.all()) or not bool(open_rows.any()):
+        return None
+    return open_rows.nonzero().flatten()
+
+
+def _widen(part: Optimized, rows: Tensor, parent_rows: Tensor, alpha0: Sequence[Tensor],
+           beta0: Sequence[Tensor | None] | None, n_in: int) -> Optimized:
+    """Put the optimised rows back among the parent's (proven) ones."""
+    lower = parent_rows.clone()
+    lower[:, rows] = part.lower
+    coeffs = part.lower.new_zeros((lower.shape[0], lower.shape[1], n_in))
+    coeffs[:, rows] = part.coeffs
+    const = parent_rows.clone()
+    const[:, rows] = part.const
+    alpha = []
+    for full, new in zip(alpha0, part.alpha, strict=True):
+        out = full.detach().clone()
+        out[:, rows] = new
+        alpha.append(out)
+    beta: list[Tensor | None] | None = None
+    if beta0 is not None and part.beta is not None:
+        beta = []
+        for full_b, new_b in zip(beta0, part.beta, strict=True):
+            if full_b is None or new_b is None:
+                beta.append(None)
+                continue
+            out = full_b.detach().clone()
+            out[:, rows] = new_b
+            beta.append(out)
+    return Optimized(lower, tuple(alpha), None if beta is None else tuple(beta), coeffs,
+                     const)
 
 
 @dataclass(frozen=True, eq=False)
