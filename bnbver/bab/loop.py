@@ -231,7 +231,8 @@ def _merge_probe(stats: Stats, probe: Stats, seconds: float, final: bool) -> Non
 def _search(s: _Search) -> Result:
     """Bound the root, then run rounds until decided or out of time."""
     t0 = time.monotonic()
-    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits)
+    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits,
+                                s.deadline)
     s.stats.bound_calls += 1
     s.stats.add_time("root_bounds", time.monotonic() - t0)
     s.root_disjuncts = root.disjunct_bounds

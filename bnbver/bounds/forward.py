@@ -101,8 +101,9 @@ class ForwardBounds:
 
 
 def supports_forward(net: BoundedNetwork) -> bool:
-    """Return True when every operation has a forward relaxation (no max pool)."""
-    return not any(isinstance(op, PoolOp) for op in net.ops)
+    """Return True when every operation has a forward relaxation (a chain without max
+    pooling; DAGs fall back to CROWN)."""
+    return net.is_chain and not any(isinstance(op, PoolOp) for op in net.ops)
 
 
 def input_symbolic(lo: Tensor, hi: Tensor) -> Symbolic:
