@@ -124,6 +124,8 @@ def _pgd_boxes(network: Network, module: torch.nn.Module, prop: Property, lo: to
 def _pgd(network: Network, module: torch.nn.Module, prop: Property,
          options: AttackOptions, rng: np.random.Generator,
          deadline: float) -> Counterexample | None:
+    if options.restarts < 1 or options.steps < 1:
+        return None
     lo = torch.tensor(prop.box.lower).expand(options.restarts, -1)
     hi = torch.tensor(prop.box.upper).expand(options.restarts, -1)
     x = lo + torch.as_tensor(rng.random(tuple(lo.shape))) * (hi - lo)
@@ -173,3 +175,51 @@ def falsify(network: Network, prop: Property, options: AttackOptions | None = No
     if cex is None and options.steps > 0 and time.monotonic() < deadline:
         cex = _pgd(network, module, prop, options, rng, deadline)
     return cex
+
+
+def deepen_witness(network: Network, prop: Property, x: np.ndarray,
+                   accept: Callable[[Counterexample], bool], deadline: float,
+                   steps: int = 40) -> Counterexample | None:
+    """Return a counterexample near x that ``accept`` takes too (e.g. onnxruntime agrees).
+
+    A counterexample on the edge of the unsafe set (margin just below 0 in exact arithmetic)
+    can be refuted by a float32 evaluation. Sign-gradient steps on the float64 margin from
+    x, with step sizes from 1e-9 to 0.25 of the box width, push it inwards; every iterate
+    that is a counterexample in exact arithmetic (:func:`validate_counterexample`) is offered
+    to ``accept``, first the least moved. Random points in growing boxes around x follow.
+    """
+    module = network.to_torch(torch.float64)
+    margin = margin_fn(prop, torch.float64)
+    lo, hi = torch.tensor(prop.box.lower), torch.tensor(prop.box.upper)
+    width = hi - lo
+    for size in 10.0 ** np.arange(-9.0, 0.0):
+        cur = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        for _ in range(steps):
+            if time.monotonic() > deadline:
+                return None
+            cur = cur.detach().requires_grad_(True)
+            (grad,) = torch.autograd.grad(margin(module(cur[None]))[0], cur)
+            cur = torch.minimum(torch.maximum(cur - min(size, 0.25) * width * grad.sign(),
+                                              lo), hi).detach()
+            cex = validate_counterexample(network, prop, cur.numpy())
+            if cex is not None and accept(cex):
+                return cex
+    return _sample_around(network, prop, np.asarray(x, dtype=np.float64), accept, deadline)
+
+
+def _sample_around(network: Network, prop: Property, x: np.ndarray,
+                   accept: Callable[[Counterexample], bool], deadline: float,
+                   per_radius: int = 64) -> Counterexample | None:
+    """Try random points in boxes around x of radius 1e-9 to 1e-1 of the box width."""
+    rng = np.random.default_rng(0)
+    width = prop.box.upper - prop.box.lower
+    for radius in 10.0 ** np.arange(-9.0, 0.0):
+        lo = np.maximum(x - radius * width, prop.box.lower)
+        hi = np.minimum(x + radius * width, prop.box.upper)
+        for _ in range(per_radius):
+            if time.monotonic() > deadline:
+                return None
+            cex = validate_counterexample(network, prop, lo + rng.random(x.size) * (hi - lo))
+            if cex is not None and accept(cex):
+                return cex
+    return None

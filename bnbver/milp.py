@@ -77,6 +77,7 @@ from bnbver.errors import InputError
 from bnbver.lp.highs import HighsOptions, WarmLp, solve, write_model
 from bnbver.lp.intervals import affine_interval
 from bnbver.lp.model import LinearProgram, LpSolution, LpStatus
+from bnbver.lp.numerics import solver_safe
 from bnbver.lp.relaxation import (
     AffineSource,
     Bounds,
@@ -522,6 +523,9 @@ def decide_milp(
     Each MILP requires ``t <= MILP_UNSAT_SLACK`` (so infeasible is a sound unsat), stops at
     its first feasible point, and that point's input is checked by a float64 forward pass;
     if the check fails the disjunct is re-solved to optimality (the most violating point).
+    The solver sees the relaxation of :func:`~bnbver.lp.numerics.solver_safe` (no silently
+    dropped coefficients), and its "infeasible" counts only when that model passed the
+    numerical preconditions; otherwise the disjunct stays undecided.
     """
     deadline = time.monotonic() + time_limit
     node_prop = Property(box or prop.box, prop.unsafe, prop.name)
@@ -530,6 +534,8 @@ def decide_milp(
     for k in range(len(prop.unsafe.disjuncts)):
         model = build_milp(network, node_prop, bounds, splits, formulation, disjunct=k,
                            unsafe_slack=MILP_UNSAT_SLACK)
+        safe = solver_safe(model.lp)
+        model = replace(model, lp=safe.lp)
         for first in (True, False):
             left = deadline - time.monotonic()
             sol = solve_milp(model, max(left, 1e-3), threads, first_solution=first)
@@ -540,7 +546,10 @@ def decide_milp(
                 return MilpVerdict(Status.VIOLATED, cex, tuple(sols))
             if sol.status is LpStatus.INFEASIBLE or sol.x is None:
                 break
-        unknown |= sol.status is not LpStatus.INFEASIBLE
+        # "Infeasible" is the solver's word: it closes the node only on a model that passed
+        # the numerical preconditions (an empty node by our own bounds always does).
+        proven = sol.status is LpStatus.INFEASIBLE and (safe.trusted or model.infeasible)
+        unknown |= not proven
     return MilpVerdict(Status.UNKNOWN if unknown else Status.HOLDS, None, tuple(sols))
 
 

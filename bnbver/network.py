@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property
 from typing import Any
 
@@ -428,11 +429,119 @@ class Network:
             vals.append(apply_layer(layer, args))
         return vals[-1]
 
+    def forward_enclosure(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return the float64 output of a single input x (n_in,) and a bound on its error.
+
+        The exact output of the network (real arithmetic, the layers' recorded weight and
+        bias errors included) lies within ``err`` of the returned ``y``, elementwise: each
+        affine layer adds ``gamma_{n+2} (|W| |h| + |b|)`` for its own rounding plus its
+        recorded error, and carries the input's error through ``|W|``; ReLU and max pooling
+        are 1-Lipschitz elementwise (windowwise); a residual sum adds its inputs' errors and
+        ``2u`` of each rounded partial sum; a concatenation concatenates them. This is what a
+        ``sat`` rests on.
+        """
+        h = np.asarray(x, dtype=np.float64).reshape(-1)
+        if h.shape[0] != self.input_size:
+            raise ValueError(f"input has {h.shape[0]} values, network takes {self.input_size}")
+        vals: list[tuple[np.ndarray, np.ndarray]] = [(h, np.zeros_like(h))]
+        for layer, ins in zip(self.layers, self.inputs, strict=True):
+            vals.append(_enclosure_step(layer, [vals[t + 1] for t in ins]))
+        return vals[-1]
+
+    def forward_exact(self, x: np.ndarray) -> np.ndarray | None:
+        """Return the exact output of x in rational arithmetic (an object array of
+        ``Fraction``), or None when that is not possible or not affordable.
+
+        Every float64 is a rational number, so the IR network has an exact value at every
+        float64 input. None when a layer records an error of its own numbers (the IR is then
+        not the source model exactly) or when the network has more than ``EXACT_MAX_WEIGHTS``
+        weights (rational arithmetic costs microseconds per product).
+        """
+        affine = [la for la in self.layers if isinstance(la, (Dense, Conv2d))]
+        if any(la.weight_err or la.bias_err is not None for la in affine):
+            return None
+        if sum(int(la.weight.size) for la in affine) > EXACT_MAX_WEIGHTS:
+            return None
+        vals = [_rational(np.asarray(x, dtype=np.float64).reshape(-1))]
+        for layer, ins in zip(self.layers, self.inputs, strict=True):
+            vals.append(_exact_step(layer, [vals[t + 1] for t in ins]))
+        return vals[-1]
+
     def to_torch(self, dtype: Any = None, device: Any = "cpu") -> Any:
         """Return an equivalent ``torch.nn.Module`` on flat inputs (B, n_in)."""
         from bnbver.torch_model import build_torch_module
 
         return build_torch_module(self, dtype=dtype, device=device)
+
+
+_U64 = 2.0 ** -53
+#: Largest network (in weights) whose output ``forward_exact`` computes in rationals.
+EXACT_MAX_WEIGHTS = 2_000_000
+
+
+def _rational(a: np.ndarray) -> np.ndarray:
+    """Return a float64 array as an object array of exact ``Fraction`` values."""
+    flat = [Fraction(float(v)) for v in np.asarray(a, dtype=np.float64).reshape(-1)]
+    return np.array(flat, dtype=object).reshape(np.shape(a))
+
+
+def _affine_enclosure(layer: Dense | Conv2d, h: np.ndarray,
+                      err: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``layer(h)`` and the error bound of the result (see ``forward_enclosure``)."""
+    y = layer.forward(h[None])[0]
+    absW = abs(layer.matrix()) if isinstance(layer, Conv2d) else np.abs(layer.weight)
+    n = layer.in_size if isinstance(layer, Dense) else int(np.prod(layer.weight.shape[1:]))
+    nu = (n + 4) * _U64
+    gamma = nu / (1.0 - nu) * (1.0 + 1e-9)
+    bias = layer.bias if isinstance(layer, Dense) else layer.flat_bias()
+    size = np.asarray(absW @ (np.abs(h) + err)).reshape(-1) + np.abs(bias)
+    new = (np.asarray(absW @ err).reshape(-1) + (gamma + layer.weight_err) * size
+           + flat_bias_err(layer))
+    return y, np.nextafter(new * (1.0 + 8.0 * _U64), np.inf)
+
+
+def _enclosure_step(layer: Layer, args: list[tuple[np.ndarray, np.ndarray]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Return one layer's float64 output and its error bound (see ``forward_enclosure``)."""
+    h, err = args[0]
+    if isinstance(layer, (Dense, Conv2d)):
+        return _affine_enclosure(layer, h, err)
+    if isinstance(layer, ReLU):
+        return np.maximum(h, 0.0), err
+    if isinstance(layer, MaxPool2d):
+        idx = layer.window_indices()
+        return layer.forward(h[None])[0], np.concatenate([err, [0.0]])[idx].max(axis=1)
+    if isinstance(layer, Add):
+        for h2, e2 in args[1:]:
+            h = h + h2
+            err = np.nextafter((err + e2 + 2.0 * _U64 * np.abs(h)) * (1.0 + 4.0 * _U64),
+                               np.inf)
+        return h, err
+    if isinstance(layer, Concat):
+        return np.concatenate([a[0] for a in args]), np.concatenate([a[1] for a in args])
+    return h, err
+
+
+def _exact_step(layer: Layer, args: list[np.ndarray]) -> np.ndarray:
+    """Return one layer's exact (rational) output (see ``forward_exact``)."""
+    h = args[0]
+    if isinstance(layer, (Dense, Conv2d)):
+        W = layer.weight if isinstance(layer, Dense) else layer.matrix().toarray()
+        b = layer.bias if isinstance(layer, Dense) else layer.flat_bias()
+        out: np.ndarray = _rational(W).dot(h) + _rational(b)
+        return out
+    if isinstance(layer, ReLU):
+        return np.array([v if v > 0 else Fraction(0) for v in h], dtype=object)
+    if isinstance(layer, MaxPool2d):
+        idx = layer.window_indices()
+        return np.array([max(h[i] for i in row if i >= 0) for row in idx], dtype=object)
+    if isinstance(layer, Add):
+        for other in args[1:]:
+            h = h + other
+        return h
+    if isinstance(layer, Concat):
+        return np.concatenate(args)
+    return h
 
 
 def apply_layer(layer: Layer, args: Sequence[np.ndarray]) -> np.ndarray:

@@ -138,10 +138,14 @@ class Result:
 def validate_counterexample(
     network: Network, prop: Property, x: np.ndarray
 ) -> Counterexample | None:
-    """Return a Counterexample when x is in the box and its float64 output is unsafe, else None.
+    """Return a Counterexample when x is in the box and its exact output is unsafe, else None.
 
     The input is clipped into the box first when it lies within ``BOX_TOL`` of it, so that
-    solver round-off on the faces does not lose a real counterexample.
+    solver round-off on the faces does not lose a real counterexample. The output is the
+    float64 forward pass with a rigorous error bound (``Network.forward_enclosure``): x counts
+    only when every output within that bound is unsafe, or, when that is inconclusive, when
+    the exact output in rational arithmetic (``Network.forward_exact``) is unsafe. Either way
+    the network in real arithmetic is unsafe at x however float64 rounded.
     """
     x = np.asarray(x, dtype=np.float64).reshape(-1)
     if x.shape[0] != prop.box.size or not np.all(np.isfinite(x)):
@@ -149,8 +153,13 @@ def validate_counterexample(
     if not prop.box.contains(x, tol=BOX_TOL):
         return None
     x = np.clip(x, prop.box.lower, prop.box.upper)
-    y = network.forward(x)
-    k = prop.unsafe.violated_by(y, tol=OUTPUT_TOL)
+    y, err = network.forward_enclosure(x)
+    k = prop.unsafe.surely_violated_by(y, err + OUTPUT_TOL)
+    if k is None and prop.unsafe.violated_by(y) is not None:
+        # float64 says unsafe but the enclosure is inconclusive (a margin near 0): decide
+        # in rational arithmetic when the network is small enough.
+        exact = network.forward_exact(x)
+        k = None if exact is None else prop.unsafe.exactly_violated_by(exact)
     if k is None:
         return None
     return Counterexample(x=x, y=y, disjunct=k)

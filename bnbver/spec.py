@@ -82,6 +82,34 @@ class UnsafeSet:
         hits = np.flatnonzero(m <= tol)
         return int(hits[0]) if hits.size else None
 
+    def exactly_violated_by(self, y: np.ndarray) -> int | None:
+        """Return a disjunct that the exact output y (an object array of ``Fraction``)
+        satisfies, in rational arithmetic, else None."""
+        from fractions import Fraction
+
+        for k, h in enumerate(self.disjuncts):
+            C = [[Fraction(float(c)) for c in row] for row in h.C]
+            d = [Fraction(float(v)) for v in h.d]
+            if all(sum((c * v for c, v in zip(row, y, strict=True)), Fraction(0)) <= di
+                   for row, di in zip(C, d, strict=True)):
+                return k
+        return None
+
+    def surely_violated_by(self, y: np.ndarray, err: np.ndarray) -> int | None:
+        """Return a disjunct that every output within ``err`` of y (elementwise) satisfies.
+
+        Row i of a disjunct holds for all such outputs when ``C_i y - d_i + |C_i| err`` plus
+        the rounding of that sum is <= 0 (a rigorous check in real arithmetic).
+        """
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        for k, h in enumerate(self.disjuncts):
+            n = h.C.shape[1] + 4
+            gamma = n * 2.0 ** -53 / (1.0 - n * 2.0 ** -53) * (1.0 + 1e-9)
+            slack = np.abs(h.C) @ err + gamma * (np.abs(h.C) @ np.abs(y) + np.abs(h.d))
+            if np.all(h.C @ y - h.d + np.nextafter(slack * (1 + 1e-12), np.inf) <= 0):
+                return k
+        return None
+
 
 @dataclass(frozen=True)
 class Property:

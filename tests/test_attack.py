@@ -55,15 +55,17 @@ def test_box_attack_finds_counterexample_inside_a_given_box() -> None:
 
 
 def test_float32_search_keeps_face_counterexamples_and_rejects_rounding_artefacts() -> None:
-    """The default (float32) search is judged in float64 only.
+    """The default (float32) search is judged in exact arithmetic only.
 
-    y = 1e8 * (x0 - 0.37 - x1) on [0, 0.37] x [0, 1]: only the corner (0.37, 0), which the
-    random search's corners (lo, hi, centre) miss, reaches y >= 0; float32 rounds 0.37 up,
-    one ulp outside the box, so PGD's candidate must be clipped back, not lost.
+    y = x0 - c - x1 with c = float64(0.37) on [0, c] x [0, 1]: only the corner (c, 0), which
+    the random search's corners (lo, hi, centre) miss, reaches y >= 0 (y = 0 exactly there);
+    float32 rounds c up, one ulp outside the box, so PGD's candidate must be clipped back, not
+    lost. (With y = 1e8 (x0 - 0.37 - x1), as this test had before issue 15, the corner is
+    not a counterexample in exact arithmetic: 1e8 * float64(0.37) < 0.37e8.)
     y' = (x0 + 1) - 1 on [1e-9, 1]: float32 absorbs x0 and computes y' = 0 at the low face,
     but y' > 0 everywhere in float64, so "y' <= 0" has no counterexample.
     """
-    face = Network((Dense([[1e8, -1e8]], [-0.37e8]),), (2,))
+    face = Network((Dense([[1.0, -1.0]], [-0.37]),), (2,))
     prop = Property(InputBox(np.zeros(2), np.array([0.37, 1.0])),
                     UnsafeSet((HalfSpaces([[-1.0]], [0.0]),)))
     assert np.float64(np.float32(0.37)) > 0.37

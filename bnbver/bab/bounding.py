@@ -254,16 +254,18 @@ class NodeBounder:
         result = self._root_bounds(batch, deadline)
         root = self._children(box, batch, result, [splits], self.root_opts.method)[0]
         mode = getattr(self.options, "tighten", "none")
-        deadline = time.monotonic() + getattr(self.options, "tighten_time", 30.0)
+        tighten_end = time.monotonic() + getattr(self.options, "tighten_time", 30.0)
+        if deadline is not None:
+            tighten_end = min(tighten_end, deadline)
         for k in range(len(self.net.relu_sizes)):
             if (mode == "none" or root.state is None or root.infeasible
-                    or root.lower_bound > 0 or time.monotonic() > deadline):
+                    or root.lower_bound > 0 or time.monotonic() > tighten_end):
                 return root
-            state = self._tightened(root, splits, mode, k, deadline)
+            state = self._tightened(root, splits, mode, k, tighten_end)
             if state is None:
                 continue
             batch = NodeBatch(batch.lower, batch.upper, masks, state)
-            result = bound_batch(self.net, batch, self.root_opts)
+            result = bound_batch(self.net, batch, self.root_opts, deadline)
             root = self._children(box, batch, result, [splits],
                                   f"{self.root_opts.method}+{mode}")[0]
         return root
@@ -276,14 +278,14 @@ class NodeBounder:
         sri_resnet_a the optimised root would take about 6 minutes on one CPU core)."""
         opts = self.root_opts
         if not opts.optimize_intermediate or deadline is None:
-            return bound_batch(self.net, batch, opts)
+            return bound_batch(self.net, batch, opts, deadline)
         t0 = time.monotonic()
         crown = bound_batch(self.net, batch, replace(opts, method="crown", relu_coeffs=False,
                                                      row_linear=False,
                                                      optimize_intermediate=False))
         cost = (time.monotonic() - t0) * ROOT_STEP_COST * (opts.iterations + 1)
         if time.monotonic() + cost <= t0 + ROOT_SHARE * max(deadline - t0, 0.0):
-            return bound_batch(self.net, batch, opts)
+            return bound_batch(self.net, batch, opts, deadline)
         state = crown.state.without_optimizer_state()
         return bound_batch(self.net, NodeBatch(batch.lower, batch.upper, batch.splits, state),
                            replace(opts, optimize_intermediate=False, intermediate="inherit"),
@@ -325,14 +327,15 @@ class NodeBounder:
             upper[slot] = torch.minimum(upper[slot], up)
         return NodeState(tuple(lower), tuple(upper), state.relu_slots, state.row_lower)
 
-    def bound_children(self, parents: list[Node], decisions: list[Any]) -> list[BoundedChild]:
+    def bound_children(self, parents: list[Node], decisions: list[Any],
+                       deadline: float | None = None) -> list[BoundedChild]:
         """Branch every parent by its decision and bound all children in one call.
 
         Returns 2 children per parent, in parent order (inactive/lower half first).
         """
         box, batch, splits = (self._relu_children(parents, decisions) if self.kind == "relu"
                               else self._input_children(parents, decisions))
-        result = bound_batch(self.net, batch, self.child_opts)
+        result = bound_batch(self.net, batch, self.child_opts, deadline)
         return self._children(box, batch, result, splits, self.child_opts.method)
 
     def _gathered(self, parents: list[Node]) -> NodeState:
@@ -455,7 +458,7 @@ class NodeBounder:
                              device=self.device)
         state = self._gathered(parents)
         masks = gather_masks([p.state for p in parents])
-        biases = tuple(self.net.pre_bias(s) for s in self.net.relu_slots)
+        biases = tuple(self._feeding_bias(s) for s in self.net.relu_slots)
         evaluate = self._lookahead(parents, state, masks, lo, up) if needs_lookahead else None
         coeffs = [p.state.input_coeffs for p in parents]
         input_coeffs = None if any(c is None for c in coeffs) else torch.cat(coeffs, 0)
@@ -466,6 +469,12 @@ class NodeBounder:
         return BranchContext(lo, up, self.root_width, state.pre_lower, state.pre_upper, masks,
                              relu_coeffs, biases, input_coeffs, evaluate, self.generator,
                              self._gradient(state, masks, len(parents)))
+
+    def _feeding_bias(self, slot: int) -> torch.Tensor:
+        """Return the bias feeding ReLU ``slot``: the affine op's, summed over the branches of
+        a residual join (zeros after a max pool, which has none: a ReLU may follow a pooling
+        layer directly)."""
+        return self.net.pre_bias(slot)
 
     def _gradient(self, state: NodeState, masks: tuple[torch.Tensor, ...], batch: int
                   ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]] | None:

@@ -6,7 +6,8 @@ round). Two kinds of branching share it: ReLU splits (a neuron fixed active / in
 input splits (one input dimension bisected), chosen by input dimension unless forced.
 
 Soundness: a child is closed only when its proven lower bound on every disjunct's margin is
-> ``SOUNDNESS_EPS`` (or the bounds engine proved its split set infeasible); every candidate
+> 0 (bounds hold in real arithmetic: the engine charges its own rounding, see
+``bnbver.bounds.rounding``), or the bounds engine proved its split set infeasible; every candidate
 counterexample is re-checked by an exact float64 forward pass before VIOLATED is returned.
 """
 
@@ -33,9 +34,10 @@ from bnbver.splits import SplitSet
 
 log = logging.getLogger(__name__)
 
-#: A node closes only when its lower bound exceeds this (float64 CPU bounds; the engine adds
-#: its own margin on float32 devices).
-SOUNDNESS_EPS = 1e-9
+#: A node closes only when its lower bound exceeds this. The bounds are rigorous (rounding
+#: included), so 0 is enough; it is also what the bounder uses to decide which children keep
+#: a state, so the two can never disagree.
+SOUNDNESS_EPS = 0.0
 #: Seconds between two progress lines of a search (logged at INFO level: ``bnbver -v``).
 PROGRESS_LOG_SECONDS = 5.0
 
@@ -57,7 +59,6 @@ class BabOptions:
             counterexamples are always checked in float64.
         memory_cap: open nodes beyond which the frontier goes depth-first.
         jobs: parallel subtrees (joblib) in ``bnbver.bab.parallel``.
-        lp_leaves: decide nodes with no unstable free neuron by one exact LP.
         milp_max_unstable: a ReLU-split node with at most this many free unstable neurons
             (and at least one) is decided at once by a big-M MILP with HiGHS instead of being
             branched further (0 disables); the MILP gets at most ``milp_time`` seconds, and
@@ -108,7 +109,6 @@ class BabOptions:
     precision: str = "auto"
     memory_cap: int = 200_000
     jobs: int = 1
-    lp_leaves: bool = True
     milp_max_unstable: int = 8
     milp_time: float = 10.0
     tighten: str = "none"
@@ -151,6 +151,7 @@ class _Search:
     module: torch.nn.Module | None = None
     stall_checked: int = 0
     stall_seconds: float = 0.0
+    undecided: list[Node] = field(default_factory=list)
     milp_tried: set[int] = field(default_factory=set)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     root_disjuncts: np.ndarray | None = None
@@ -259,6 +260,10 @@ def _search(s: _Search) -> Result:
         outcome = _on_stall(s)
         if outcome is not None:
             return outcome
+    if s.undecided:
+        return Result(Status.UNKNOWN, stats=s.stats, message=(
+            f"{len(s.undecided)} fully split leaves were neither closed nor falsified (their "
+            f"LPs are numerically ambiguous: a margin within rounding of 0)"))
     return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
                   **_bound_fields(s, _leaves_bound(s)))
 
@@ -274,7 +279,7 @@ def _round(s: _Search) -> Result | None:
                                 s.options.branching or default_heuristic(s.split_kind))
     s.stats.add_time("branching", time.monotonic() - t0)
     t0 = time.monotonic()
-    children = s.bounder.bound_children(parents, decisions)
+    children = s.bounder.bound_children(parents, decisions, s.deadline)
     s.stats.bound_calls += 1
     s.stats.add_time("bounds", time.monotonic() - t0)
     made: list[list[object] | None] = [_decision(s, dec, side) for dec in decisions
@@ -436,7 +441,7 @@ def _check_candidate(s: _Search, child: BoundedChild) -> Result | None:
 def _decide_leaf(s: _Search, node: Node, parent: Node | None) -> Result | None:
     """Decide a node whose every ReLU is fixed (or stable) exactly by LP."""
     t0 = time.monotonic()
-    verdict = s.bounder.decide_exactly(node)
+    verdict = s.bounder.decide_exactly(node, max(s.deadline - time.monotonic(), 0.5))
     s.stats.lp_calls += 1
     s.stats.add_time("lp", time.monotonic() - t0)
     if verdict.counterexample is not None:
@@ -446,9 +451,11 @@ def _decide_leaf(s: _Search, node: Node, parent: Node | None) -> Result | None:
     if verdict.lower_bound > SOUNDNESS_EPS or verdict.infeasible:
         _close(s, replace(node, lower_bound=verdict.lower_bound), parent, "lp")
         return None
-    # The LP could not close it (tolerance): the answer can only be unknown.
-    return Result(Status.UNKNOWN, stats=s.stats,
-                  message="a fully split leaf was neither closed nor falsified by LP")
+    # Numerically ambiguous (a margin within the LP's rounding of 0): this leaf can only end
+    # in "unknown", but the rest of the tree may still hold a counterexample, so go on.
+    s.undecided.append(node)
+    s.recorder.node(node, parent, "undecided", time.monotonic() - s.started, "lp")
+    return None
 
 
 def _decide_milp(s: _Search, node: Node, parent: Node | None,
@@ -485,7 +492,9 @@ def _trace(s: _Search) -> None:
 def _split_off(s: _Search) -> Result:
     """Stop early and hand the open nodes (as boxes + splits) to the caller."""
     lb = s.frontier.global_lower_bound()
-    open_nodes = tuple((n.lower, n.upper, n.splits) for n in s.frontier.drain())
+    # Undecided leaves go along: their subtree will meet them again and end in "unknown".
+    nodes = [*s.frontier.drain(), *s.undecided]
+    open_nodes = tuple((n.lower, n.upper, n.splits) for n in nodes)
     return Result(Status.UNKNOWN, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
                   message="split into subtrees", open_nodes=open_nodes,
                   **_bound_fields(s, lb))

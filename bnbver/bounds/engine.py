@@ -217,8 +217,8 @@ def _graph_errors(net: BoundedNetwork, relax: Sequence[Relax], lo: Tensor, hi: T
 
 
 def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tensor, Tensor],
-                 relax: Sequence[Relax], errs: ErrorVectors,
-                 options: BoundsOptions) -> tuple[Tensor, Tensor]:
+                 relax: Sequence[Relax], errs: ErrorVectors, options: BoundsOptions,
+                 deadline: float | None = None) -> tuple[Tensor, Tensor]:
     """Return CROWN (or alpha-CROWN) bounds (B, K) of the neurons ``index`` of ``slot``."""
     lo, hi = box
     if not (options.optimize_intermediate and options.method in ("alpha", "beta")):
@@ -229,14 +229,16 @@ def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tenso
     alpha0 = initial_alpha(relax, layers, lo.shape[0], rows)
     beta0 = (initial_beta(relax, layers, lo.shape[0], rows, None)
              if options.method == "beta" else None)
-    best = optimize(net, start, lin0, lo, hi, relax, errs, alpha0, beta0, options).lower
+    best = optimize(net, start, lin0, lo, hi, relax, errs, alpha0, beta0, options,
+                    deadline).lower
     k = index.numel()
     return best[:, :k], -best[:, k:]
 
 
 def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Tensor],
                  ups: list[Tensor], relax: list[Relax], errs: list[Tensor | None],
-                 refine: bool, options: BoundsOptions) -> tuple[Tensor, Tensor]:
+                 refine: bool, options: BoundsOptions,
+                 deadline: float | None = None) -> tuple[Tensor, Tensor]:
     """Return the bounds (B, n_s) of the input of ``slot`` given the slots before it."""
     lo, hi = slot_input_interval(net, slot, lows, ups, batch.lower, batch.upper)
     if batch.state is not None:
@@ -252,7 +254,7 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
             return _refine_per_node(net, slot, need, (lo, hi), batch, relax, errs, split)
         if index.numel():
             c_lo, c_hi = _refine_slot(net, slot, index, (batch.lower, batch.upper), relax,
-                                      errs, options)
+                                      errs, options, deadline)
             use = need.index_select(1, index)
             old_lo, old_hi = lo.index_select(1, index), hi.index_select(1, index)
             lo = lo.index_copy(1, index, torch.where(use, torch.maximum(old_lo, c_lo), old_lo))
@@ -317,8 +319,8 @@ class Intermediate:
     fwd_rows: Tensor | None
 
 
-def _intermediate_rows(net: BoundedNetwork, batch: NodeBatch,
-                       options: BoundsOptions) -> Intermediate:
+def _intermediate_rows(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions,
+                       deadline: float | None = None) -> Intermediate:
     """Return per-slot bounds, relaxations, error vectors, infeasibility and forward rows."""
     errs: list[Tensor | None] = []
     if (options.intermediate in FORWARD_MODES and options.method != "ibp"
@@ -332,14 +334,14 @@ def _intermediate_rows(net: BoundedNetwork, batch: NodeBatch,
         # refines the neurons they leave unstable.
         fwd_state = NodeState(tuple(fwd.lower), tuple(fwd.upper), net.relu_slots)
         inter = _slot_loop(net, NodeBatch(batch.lower, batch.upper, batch.splits, fwd_state),
-                           True, options, batch.state)
+                           True, options, batch.state, deadline)
         return replace(inter, fwd_rows=fwd.row_lower)
     refine = batch.state is None or options.intermediate != "inherit"
-    return _slot_loop(net, batch, refine, options, batch.state)
+    return _slot_loop(net, batch, refine, options, batch.state, deadline)
 
 
 def _slot_loop(net: BoundedNetwork, batch: NodeBatch, refine: bool, options: BoundsOptions,
-               parent: NodeState | None) -> Intermediate:
+               parent: NodeState | None, deadline: float | None = None) -> Intermediate:
     """Bound every slot in order (interval, inherited, split-clamped, CROWN-refined)."""
     _, _, tol = net.margins
     lows: list[Tensor] = []
@@ -348,7 +350,8 @@ def _slot_loop(net: BoundedNetwork, batch: NodeBatch, refine: bool, options: Bou
     errs: list[Tensor | None] = []
     infeasible = torch.zeros(batch.batch_size, dtype=torch.bool, device=net.device)
     for slot in range(len(net.slot_ops)):
-        lo, hi = _slot_bounds(net, slot, batch, lows, ups, relax, errs, refine, options)
+        lo, hi = _slot_bounds(net, slot, batch, lows, ups, relax, errs, refine, options,
+                              deadline)
         infeasible |= crossing(lo, hi, tol)
         lows.append(lo)
         ups.append(hi)
@@ -450,7 +453,7 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions | 
     _validate_options(net, options)
     batch, lo64, hi64 = _validate_batch(net, batch)
     with torch.no_grad():
-        inter = _intermediate_rows(net, batch, options)
+        inter = _intermediate_rows(net, batch, options, deadline)
         ibp_lo, _ = slot_input_interval(net, len(net.slot_ops), inter.lows, inter.ups,
                                         batch.lower, batch.upper)
         if inter.fwd_rows is not None:

@@ -149,7 +149,7 @@ def _inferred_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     fully static ones)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - inference is a cross-check only; any failure skips it
+    except Exception:  # inference is only a cross-check: any failure skips it
         return {}
     out: dict[str, tuple[int, ...]] = {}
     for vi in [*inferred.graph.value_info, *inferred.graph.output]:

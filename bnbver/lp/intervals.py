@@ -7,8 +7,10 @@ For an affine map :math:`z = W h + b` with :math:`h \\in [l, u]`, with centre
     z \\in [W c + b - |W| r,\\; W c + b + |W| r].
 
 ReLU maps :math:`[l, u]` to :math:`[\\max(l,0), \\max(u,0)]`; max pooling takes the max of the
-window's lower and of its upper bounds. Each affine result is widened by ``IBP_SLACK``
-(relative) so float64 rounding cannot make it too tight. Given pre-activation bounds and
+window's lower and of its upper bounds. Each affine result is widened by a rigorous bound on
+its float64 rounding (:math:`2\\gamma_{n+2} (|W| (|c| + r) + |b|)`, with r rounded up so that
+``c +- r`` covers the box) and on the layer's recorded error (``weight_err``, ``bias_err``),
+then rounded outwards, so it holds in real arithmetic. Given pre-activation bounds and
 split states are intersected in at every ReLU layer. The torch bound engine is separate
 (``bnbver.bounds``); this one serves the LP layer, which must not import it.
 """
@@ -21,10 +23,27 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from bnbver.network import Conv2d, Dense, MaxPool2d, Network, ReLU
+from bnbver.network import Conv2d, Dense, MaxPool2d, Network, ReLU, flat_bias_err
 
-#: Relative widening of every computed affine interval, covering float64 rounding.
-IBP_SLACK = 1e-12
+U64 = 2.0 ** -53
+
+
+def gamma(n: int) -> float:
+    """Return gamma_n = n u / (1 - n u) of float64, rounded up."""
+    nu = max(int(n), 1) * U64
+    return float(np.nextafter(nu / (1.0 - nu), np.inf)) * (1.0 + 1e-12)
+
+
+def up(x: np.ndarray) -> np.ndarray:
+    """Return x moved one ulp up (a rounded-up result)."""
+    out: np.ndarray = np.nextafter(x, np.inf)
+    return out
+
+
+def down(x: np.ndarray) -> np.ndarray:
+    """Return x moved one ulp down (a rounded-down result)."""
+    out: np.ndarray = np.nextafter(x, -np.inf)
+    return out
 
 
 def affine_parts(layer: Dense | Conv2d) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -34,16 +53,34 @@ def affine_parts(layer: Dense | Conv2d) -> tuple[sp.csr_matrix, np.ndarray]:
     return sp.csr_matrix(layer.matrix()), layer.flat_bias()
 
 
+def layer_error(layer: Dense | Conv2d, W: sp.csr_matrix, magnitude: np.ndarray) -> np.ndarray:
+    """Return (n_out,) bounds on ``|(W* - W) h + (b* - b)|`` for ``|h| <= magnitude``: how far
+    the layer's float64 numbers may be from the source model's exact ones (0 when exact)."""
+    err = np.asarray(flat_bias_err(layer), dtype=np.float64)
+    if layer.weight_err:
+        err = err + layer.weight_err * np.asarray(abs(W) @ magnitude).reshape(-1)
+    return up(err * (1.0 + 4.0 * U64))
+
+
 def affine_interval(
-    W: sp.csr_matrix | np.ndarray, bias: np.ndarray, lower: np.ndarray, upper: np.ndarray
+    W: sp.csr_matrix | np.ndarray, bias: np.ndarray, lower: np.ndarray, upper: np.ndarray,
+    err: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the interval of ``W h + bias`` over ``lower <= h <= upper`` (all (n,) arrays)."""
+    """Return a rigorous interval of ``W h + bias`` over ``lower <= h <= upper`` ((n,) arrays).
+
+    ``err`` (n_out,) widens it further by the layer's own error (:func:`layer_error`).
+    """
     c = (lower + upper) / 2.0
-    r = (upper - lower) / 2.0
+    r = up(np.maximum(upper - c, c - lower))
     mid = np.asarray(W @ c).reshape(-1) + bias
-    rad = np.asarray(abs(W) @ r).reshape(-1)
-    slack = IBP_SLACK * (np.abs(mid) + rad + 1.0)
-    return mid - rad - slack, mid + rad + slack
+    absW = abs(W)
+    rad = np.asarray(absW @ r).reshape(-1)
+    size = np.asarray(absW @ np.abs(c)).reshape(-1) + rad + np.abs(bias)
+    slack = rad + 2.0 * gamma(W.shape[1] + 4) * size
+    if err is not None:
+        slack = slack + err
+    slack = up(slack * (1.0 + 8.0 * U64))
+    return down(mid - slack), up(mid + slack)
 
 
 @dataclass(frozen=True, eq=False)
@@ -94,8 +131,13 @@ def l1_ball_interval(rows: SortedRows, lower: np.ndarray, upper: np.ndarray,
         spent_before = np.cumsum(room, axis=1) - room
         take = np.clip(budget - spent_before, 0.0, room)
         moves.append(np.sum(rows.gain * take, axis=1))
-    slack = 1e-10 * (np.abs(mid) + moves[0] + moves[1] + 1.0)
-    return mid - moves[1] - slack, mid + moves[0] + slack
+    # Rounding of the centre product, of the cumulative sums and of the moves: each is a
+    # sum of at most 2 n + 4 terms bounded by |w| (|c| + room) or by max|w| sum(room).
+    room_sum = float(np.sum(up_room + down_room))
+    size = (np.abs(rows.weight) @ (np.abs(c) + up_room + down_room) + np.abs(rows.bias)
+            + rows.gain[:, 0] * room_sum if rows.gain.size else np.abs(rows.bias))
+    slack = up(4.0 * gamma(2 * c.size + 8) * size)
+    return down(mid - moves[1] - slack), up(mid + moves[0] + slack)
 
 
 def first_affine(network: Network) -> tuple[sp.csr_matrix, np.ndarray] | None:
@@ -158,7 +200,9 @@ def interval_bounds(
     uppers: list[np.ndarray] = []
     for layer in network.layers:
         if isinstance(layer, (Dense, Conv2d)):
-            lo, hi = affine_interval(*affine_parts(layer), lo, hi)
+            W, b = affine_parts(layer)
+            err = layer_error(layer, W, np.maximum(np.abs(lo), np.abs(hi)))
+            lo, hi = affine_interval(W, b, lo, hi, err)
         elif isinstance(layer, MaxPool2d):
             lo, hi = maxpool_interval(layer, lo, hi)
         elif isinstance(layer, ReLU):

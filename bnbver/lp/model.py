@@ -102,8 +102,8 @@ def lagrangian_bound(
     (any :math:`\lambda` is allowed), and an infinite column bound met by a nonzero
     :math:`r_j` gives -inf. The sum is computed in float64 and then lowered by a bound on its
     rounding error (including the error of computing r), so the result holds whatever
-    tolerances the solver used; a column with an infinite bound is assumed to get an exact
-    ``r_j = 0`` when its computed r_j is 0. With
+    tolerances the solver used; a column with an infinite bound gives -inf unless no row and
+    no cost touch it (its reduced cost is then exactly 0). With
     ``cost = 0`` a positive result proves the LP infeasible (a Farkas certificate).
 
     Args:
@@ -128,7 +128,7 @@ def lagrangian_bound(
     terms = np.concatenate([r * col_bound, lam * row_bound])
     total = float(np.sum(terms)) + offset
     err = ROUNDING_EPS * (terms.size + 2) * (float(np.sum(np.abs(terms))) + abs(offset))
-    return total - err - _reduced_cost_error(lp, c, lam)
+    return float(np.nextafter(total - err - _reduced_cost_error(lp, c, lam), -np.inf))
 
 
 def _reduced_cost_error(lp: LinearProgram, c: np.ndarray, lam: np.ndarray) -> float:
@@ -138,5 +138,8 @@ def _reduced_cost_error(lp: LinearProgram, c: np.ndarray, lam: np.ndarray) -> fl
     k = float(np.max(per_col, initial=0)) + 2.0
     size = np.abs(c) + abs_a.T @ np.abs(lam)
     xmax = np.maximum(np.abs(lp.col_lower), np.abs(lp.col_upper))
+    if np.any(~np.isfinite(xmax) & (size > 0)):
+        # An unbounded column whose reduced cost may be off by rounding: no bound.
+        return float(np.inf)
     xmax = np.where(np.isfinite(xmax), xmax, 0.0)
-    return float(ROUNDING_EPS * k * np.sum(size * xmax))
+    return float(ROUNDING_EPS * k * np.sum(size * xmax)) * (1.0 + 1e-6)

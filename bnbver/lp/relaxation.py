@@ -29,10 +29,14 @@ Objective, for a disjunct :math:`C y \le d` of the unsafe set: the margin
 :math:`\min t` subject to :math:`t \ge C_i y - d_i` for every row i. The node is safe for the
 disjunct when the minimum is > 0. A linear objective :math:`c^\top y + c_0` is also accepted.
 
-Soundness: :func:`interpret` closes a node only when the primal objective exceeds 0 by more
-than ``LP_CLOSE_TOL`` or when the Lagrangian bound recomputed in float64 from the duals
-(:func:`~bnbver.lp.model.lagrangian_bound`) is positive; infeasibility is accepted only with a
-Farkas certificate that the same function checks.
+Soundness: every row is valid for the exact network in real arithmetic (the chord's right-hand
+side is computed with rounding upwards for the slope actually used, interval bounds are
+rounded outwards, and a layer's recorded float64 error widens its equality rows), and
+:func:`interpret` trusts no solver number: a node's bound is the Lagrangian bound recomputed
+in float64 from the solver's duals, with its own rounding error subtracted
+(:func:`~bnbver.lp.model.lagrangian_bound`), whatever the solver's tolerances or the matrix
+entries it ignored; infeasibility is accepted only with a Farkas certificate that the same
+function checks. The primal objective is informative only.
 """
 
 from __future__ import annotations
@@ -45,14 +49,19 @@ import scipy.sparse as sp
 from numpy.typing import ArrayLike
 
 from bnbver.lp.highs import HighsOptions, WarmLp
-from bnbver.lp.intervals import affine_interval, affine_parts, maxpool_interval
+from bnbver.lp.intervals import (
+    affine_interval,
+    affine_parts,
+    down,
+    gamma,
+    layer_error,
+    maxpool_interval,
+    up,
+)
 from bnbver.lp.model import LinearProgram, LpSolution, LpStatus, lagrangian_bound
 from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 from bnbver.spec import HalfSpaces, InputBox
 from bnbver.splits import SplitSet, split_masks
-
-#: A primal LP objective closes a node only when it exceeds 0 by more than this.
-LP_CLOSE_TOL = 1e-6
 
 Bounds = tuple[Sequence[np.ndarray], Sequence[np.ndarray]]
 Splits = SplitSet | Sequence[np.ndarray] | None
@@ -226,19 +235,39 @@ class Encoders:
 
 
 def encode_affine(
-    b: ModelBuilder, cols: np.ndarray, W: sp.csr_matrix, bias: np.ndarray
+    b: ModelBuilder, cols: np.ndarray, W: sp.csr_matrix, bias: np.ndarray,
+    layer: Dense | Conv2d | None = None,
 ) -> tuple[np.ndarray, AffineSource]:
-    """Add columns z with rows ``z - W h = bias``; bounds from interval arithmetic."""
+    """Add columns z with rows ``z - W h = bias``; bounds from interval arithmetic.
+
+    When ``layer`` records an error of its float64 numbers (``weight_err``/``bias_err``),
+    the rows become ``|z - W h - bias| <= layer_error`` so the program still contains every
+    point of the exact layer.
+    """
     keep = cols != b._zero if b._zero >= 0 else np.ones(cols.size, dtype=bool)
     Wk = sp.csr_matrix(W[:, np.flatnonzero(keep)]) if not keep.all() else sp.csr_matrix(W)
     cin = cols[keep]
-    lo, hi = affine_interval(Wk, bias, *b.bounds(cin))
+    h_lo, h_hi = b.bounds(cin)
+    err = None
+    if layer is not None and (layer.weight_err or layer.bias_err is not None):
+        err = layer_error(layer, W, np.maximum(np.abs(h_lo), np.abs(h_hi)))
+    lo, hi = affine_interval(Wk, bias, h_lo, h_hi, err)
     z = b.add_cols(lo, hi)
     coo = Wk.tocoo()
     n = z.size
+    row_lo, row_hi = (bias, bias) if err is None else (down(bias - err), up(bias + err))
     b.add_rows(np.concatenate([np.arange(n), coo.row]), np.concatenate([z, cin[coo.col]]),
-               np.concatenate([np.ones(n), -coo.data]), bias, bias)
+               np.concatenate([np.ones(n), -coo.data]), row_lo, row_hi)
     return z, AffineSource(Wk, np.asarray(bias, dtype=np.float64), cin)
+
+
+def chord_rhs(slope: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
+    """Return the right-hand side r of a valid triangle row ``a - s z <= r`` for the given
+    (rounded) slope s: ``max(relu(t) - s t)`` over ``t in [l, u]`` is attained at l or u,
+    ``max(-s l, u - s u)``, computed with rounding upwards."""
+    at_lo = up(-slope * lower)
+    at_hi = up(upper - down(slope * upper))
+    return up(np.maximum(at_lo, at_hi))
 
 
 def relu_pieces(
@@ -281,15 +310,16 @@ def relu_triangle(
     row_tri = row_ge.copy()
     k = int(relaxed.sum())
     if k:
-        zr, lo, up = z[relaxed], lower[relaxed], upper[relaxed]
-        ar = b.add_cols(np.zeros(k), up)
-        s = up / (up - lo)
+        zr, lo, hi = z[relaxed], lower[relaxed], upper[relaxed]
+        ar = b.add_cols(np.zeros(k), hi)
+        s = hi / (hi - lo)
+        rhs = chord_rhs(s, lo, hi)
         r2 = np.repeat(np.arange(k), 2)
         row_ge[relaxed] = b.add_rows(r2, np.stack([ar, zr], 1).ravel(),
                                      np.tile([1.0, -1.0], k), np.zeros(k), np.full(k, np.inf))
         row_tri[relaxed] = b.add_rows(r2, np.stack([ar, zr], 1).ravel(),
                                       np.stack([np.ones(k), -s], 1).ravel(),
-                                      np.full(k, -np.inf), -s * lo)
+                                      np.full(k, -np.inf), rhs)
         a[relaxed] = ar
     lo, hi = b.bounds(z)
     return ReluRows(z, a, np.full(z.size, -1, dtype=np.int64), row_ge, row_tri, lo, hi, relaxed)
@@ -333,8 +363,10 @@ def maxpool_lp(b: ModelBuilder, layer: MaxPool2d, cols: np.ndarray) -> np.ndarra
         k = h.size
         b.add_rows(np.repeat(np.arange(k), 2), np.stack([np.full(k, y), h], 1).ravel(),
                    np.tile([1.0, -1.0], k), np.zeros(k), np.full(k, np.inf))
+        rhs = lh.max() - lh.sum()
+        rhs = up(rhs + 2.0 * gamma(k + 2) * (abs(lh.max()) + np.abs(lh).sum()))
         b.add_rows(np.zeros(k + 1, int), np.concatenate([[y], h]),
-                   np.concatenate([[1.0], -np.ones(k)]), [-np.inf], [lh.max() - lh.sum()])
+                   np.concatenate([[1.0], -np.ones(k)]), [-np.inf], [rhs])
         out[o] = y
     return out
 
@@ -428,7 +460,7 @@ def encode_network(
     relus: list[ReluRows] = []
     for layer in network.layers:
         if isinstance(layer, (Dense, Conv2d)):
-            cols, src = encode_affine(b, cols, *affine_parts(layer))
+            cols, src = encode_affine(b, cols, *affine_parts(layer), layer)
         elif isinstance(layer, ReLU):
             k = len(relus)
             if bounds is not None:
@@ -552,8 +584,8 @@ class LpBound:
     Attributes:
         status: the solver status (INFEASIBLE only with a checked Farkas certificate, or
             when the bounds and splits clash before any solve).
-        lower: a proven lower bound on the objective: ``max(dual_bound, objective -
-            LP_CLOSE_TOL)`` when optimal; +inf for a proven empty node; -inf when unknown.
+        lower: a proven lower bound on the objective: the dual bound; +inf for a proven
+            empty node; -inf when unknown.
         objective: the solver's primal objective (informative, never trusted alone).
         dual_bound: the Lagrangian bound recomputed in float64 from the duals (-inf if none).
         x: the full primal solution, or None.
@@ -597,8 +629,6 @@ def interpret(
                        iterations=iters)
     dual = lagrangian_bound(lp, sol.row_duals) if sol.row_duals is not None else -np.inf
     lower = dual
-    if sol.status is LpStatus.OPTIMAL and sol.objective is not None:
-        lower = max(lower, sol.objective - LP_CLOSE_TOL)
     cand = None if sol.x is None else sol.x[x_cols].copy()
     return LpBound(sol.status, lower, sol.objective, dual, sol.x, cand, sol.seconds, iters)
 
@@ -692,7 +722,8 @@ class NodeLp:
             self.warm.set_row_bounds(r.row_ge[res], np.zeros(int(res.sum())), ge_u)
             s = fu / (fu - fl)
             self.warm.set_coeffs(r.row_tri[free], r.z[free], -s)
-            self.warm.set_row_bounds(r.row_tri[free], np.full(s.size, -np.inf), -s * fl)
+            self.warm.set_row_bounds(r.row_tri[free], np.full(s.size, -np.inf),
+                                     chord_rhs(s, fl, fu))
             # A neuron fixed in this node keeps the triangle row of the last node where it
             # was free; with a = z or a = 0 that stale row would impose that node's bounds
             # here (found by a brute-force test in the apps): switch it off.

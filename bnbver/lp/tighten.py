@@ -14,7 +14,9 @@ ReLU layers already carry tightened bounds):
 
 Soundness: a tightened value is the Lagrangian bound recomputed in float64 from the LP duals
 (:func:`~bnbver.lp.model.lagrangian_bound`), or the MIP dual bound lowered by
-``MILP_TIGHTEN_TOL`` (relative); never a primal value. Results are intersected with the given
+``MILP_TIGHTEN_TOL`` (relative) of a model that passed the numerical preconditions of
+:func:`~bnbver.lp.numerics.solver_safe` (a MIP bound cannot be re-checked); never a primal
+value. Results are intersected with the given
 bounds, so they are never looser. Layer 0 is skipped when only one affine layer precedes it
 (intervals are then exact).
 """
@@ -36,6 +38,7 @@ from bnbver.lp.intervals import (
     sort_rows,
 )
 from bnbver.lp.model import LinearProgram, LpStatus, lagrangian_bound
+from bnbver.lp.numerics import solver_safe
 from bnbver.lp.relaxation import (
     Bounds,
     Encoders,
@@ -201,6 +204,10 @@ def _milp_layer(lp: LinearProgram, z: np.ndarray, todo: np.ndarray, lo: np.ndarr
     """Tighten lo/hi (in place) by the MIP dual bounds of per-neuron big-M MILPs, in
     ``opts.jobs`` processes (neurons dealt round-robin, so each gets a share of the hard
     ones)."""
+    safe = solver_safe(lp)
+    if not safe.trusted:
+        return 0, False, False
+    lp = safe.lp
     if opts.jobs <= 1 or todo.size < 2:
         return _milp_neurons(lp, z, todo, lo, hi, deadline, opts)
     from joblib import Parallel, delayed

@@ -1,0 +1,172 @@
+"""Issue 15: no closing decision taken on faith. Regression tests for the audit's findings.
+
+Each instance is built here from its description; the oracle is exact arithmetic at a known
+point (and onnxruntime), never the verifier's own output.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from bnbver.bounds import BoundsOptions, bound_root, prepare
+from bnbver.driver import VerifierOptions, verify
+from bnbver.io.loaders import load_network, load_properties
+from bnbver.io.ort_check import ort_outputs
+from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.result import Status
+from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
+
+S = 1e9
+CENTRE = np.array([0.3141, -0.2718, 0.1618])
+
+
+def _write_onnx(path: Path, layers: list[tuple[str, dict[str, np.ndarray]]], n_in: int,
+                n_out: int, elem: int = TensorProto.FLOAT) -> Path:
+    """Write a chain of Gemm / Relu / Sub nodes (weights as given) as an ONNX file."""
+    dtype = np.float64 if elem == TensorProto.DOUBLE else np.float32
+    nodes, inits, cur = [], [], "x"
+    for i, (op, consts) in enumerate(layers):
+        names = []
+        for key, val in consts.items():
+            names.append(f"{key}{i}")
+            inits.append(numpy_helper.from_array(np.asarray(val, dtype=dtype), f"{key}{i}"))
+        out = "y" if i == len(layers) - 1 else f"h{i}"
+        extra = {"transB": 1} if op == "Gemm" else {}
+        nodes.append(helper.make_node(op, [cur, *names], [out], **extra))
+        cur = out
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", elem, [1, n_in])],
+                              [helper.make_tensor_value_info("y", elem, [1, n_out])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def _write_vnnlib(path: Path, lower: np.ndarray, upper: np.ndarray, rows: list[str]) -> Path:
+    lines = [f"(declare-const X_{i} Real)" for i in range(lower.size)]
+    lines += [f"(declare-const Y_{j} Real)" for j in range(2)]
+    for i, (lo, hi) in enumerate(zip(lower, upper, strict=True)):
+        lines += [f"(assert (>= X_{i} {float(lo)!r}))", f"(assert (<= X_{i} {float(hi)!r}))"]
+    lines += [f"(assert {r})" for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _tiny_weight_net(tmp_path: Path) -> tuple[Path, Path]:
+    """Finding 1: 21 inputs in [-1, 1], 3 used; u = relu(S(x - c)), v = relu(S(c - x));
+    s = relu(S r - sum(u + v)); y0 = 0.01, y1 = 9e-10 s; unsafe y1 >= y0 (sat at x = c)."""
+    w1 = np.zeros((6, 21))
+    for i in range(3):
+        w1[2 * i, i], w1[2 * i + 1, i] = S, -S
+    b1 = np.concatenate([[-S * c, S * c] for c in CENTRE])
+    layers = [("Gemm", {"W": w1, "B": b1}), ("Relu", {}),
+              ("Gemm", {"W": -np.ones((1, 6)), "B": [S * 0.02]}), ("Relu", {}),
+              ("Gemm", {"W": [[0.0], [9e-10]], "B": [0.01, 0.0]})]
+    net = _write_onnx(tmp_path / "tiny.onnx", layers, 21, 2)
+    prop = _write_vnnlib(tmp_path / "tiny.vnnlib", -np.ones(21), np.ones(21),
+                         ["(>= Y_1 Y_0)"])
+    return net, prop
+
+
+def test_issue_15_tiny_weights_are_sat_at_the_centre(tmp_path: Path) -> None:
+    """The instance really is sat: onnxruntime at x = c gives y1 >= y0."""
+    net, _ = _tiny_weight_net(tmp_path)
+    x = np.zeros(21)
+    x[:3] = CENTRE.astype(np.float32)
+    y = ort_outputs(net, x)
+    assert y[1] >= y[0] > 0
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"tighten": "lp"}, {"tighten": "milp"}, {"branching": "fsb"}, {"split": "input"},
+    {"precision": "float32"}, {"milp_max_unstable": 100},
+])
+def test_issue_15_tiny_weights_never_unsat(tmp_path: Path, options: dict[str, object]) -> None:
+    """HiGHS ignores |a| <= 1e-9: the MILP used to answer infeasible (unsat) in 0.04 s."""
+    net_path, prop_path = _tiny_weight_net(tmp_path)
+    network = load_network(net_path)
+    props = load_properties(prop_path, network)
+    res = verify(network, props, VerifierOptions.from_kwargs(timeout=8, **options),
+                 source_path=net_path)
+    assert res.status is not Status.HOLDS, res.message
+    if res.status is Status.VIOLATED:
+        assert res.counterexample is not None
+        y = ort_outputs(net_path, res.counterexample.x)
+        assert y[1] >= y[0]
+
+
+def _shifted_net(tmp_path: Path) -> tuple[Path, Path]:
+    """Finding 2: y0 = x - 10000.0003 as Sub then Gemm in float64 ONNX; x in
+    [9999.9999, 10000], where y0 <= -3e-4 < -2e-4: every point is a counterexample."""
+    layers = [("Sub", {"c": [10000.0003]}), ("Gemm", {"W": [[1.0], [0.0]], "B": [0.0, 0.0]})]
+    net = _write_onnx(tmp_path / "shift.onnx", layers, 1, 2, TensorProto.DOUBLE)
+    prop = _write_vnnlib(tmp_path / "shift.vnnlib", np.array([9999.9999]),
+                         np.array([10000.0]), ["(<= Y_0 -0.0002)"])
+    return net, prop
+
+
+def test_issue_15_float32_bounds_cover_rounded_weights(tmp_path: Path) -> None:
+    """float32 rounds the bias -10000.0003 to -10000; the bound must still hold."""
+    net_path, prop_path = _shifted_net(tmp_path)
+    network = load_network(net_path)
+    prop = load_properties(prop_path, network)[0]
+    h = prop.unsafe.disjuncts[0]
+    for dtype in (torch.float32, torch.float64):
+        opts = BoundsOptions(method="crown", dtype=dtype)
+        res = bound_root(prepare(network, h.C, h.d, opts), prop.box.lower, prop.box.upper, opts)
+        exact = Fraction(10000.0) - Fraction(10000.0003) + Fraction(0.0002)  # margin at x = hi
+        assert Fraction(float(res.row_lower[0, 0])) <= exact < 0
+    for precision in ("float32", "float64"):
+        res = verify(network, [prop], VerifierOptions.from_kwargs(timeout=10,
+                                                                   precision=precision),
+                     source_path=net_path)
+        assert res.status is Status.VIOLATED
+
+
+def test_issue_15_no_sat_that_onnxruntime_refutes(tmp_path: Path) -> None:
+    """Finding 4: y = x + 10000, unsafe y >= 10000.0004, x in [0, 0.00045]: sat in exact
+    arithmetic (x = 0.00045), but onnxruntime (float32) gives 10000 everywhere."""
+    layers = [("Gemm", {"W": [[1.0], [0.0]], "B": [10000.0, 0.0]})]
+    net_path = _write_onnx(tmp_path / "add.onnx", layers, 1, 2)
+    prop_path = _write_vnnlib(tmp_path / "add.vnnlib", np.zeros(1), np.array([0.00045]),
+                              ["(>= Y_0 10000.0004)"])
+    assert ort_outputs(net_path, np.array([0.00045]))[0] < 10000.0004
+    network = load_network(net_path)
+    res = verify(network, load_properties(prop_path, network),
+                 VerifierOptions.from_kwargs(timeout=10), source_path=net_path)
+    assert res.status is Status.UNKNOWN and "onnxruntime" in res.message
+
+
+def test_issue_15_relu_after_max_pool(tmp_path: Path) -> None:
+    """Finding 5: a ReLU right after a max pool made the bounder read the pool's bias."""
+    rng = np.random.default_rng(5)
+    conv = Conv2d(rng.normal(size=(2, 1, 2, 2)), rng.normal(size=2) * 0.1, (1, 1),
+                  (0, 0, 0, 0), (1, 4, 4))
+    pool = MaxPool2d((2, 2), (1, 1), (0, 0, 0, 0), (2, 3, 3))
+    n = pool.out_size
+    net = Network((conv, pool, ReLU(n), Flatten(n), Dense(rng.normal(size=(2, n)),
+                                                          np.zeros(2))), (1, 4, 4))
+    lo, hi = np.zeros(16), np.full(16, 0.3)
+    prop = Property(InputBox(lo, hi), UnsafeSet((HalfSpaces([[1.0, -1.0]], [-50.0]),)))
+    for branching in ("babsr", "fsb", "widest"):
+        res = verify(net, prop, VerifierOptions.from_kwargs(timeout=20, split="relu",
+                                                            branching=branching))
+        assert res.status is Status.HOLDS  # |y0 - y1| is far below 50 on this box
+
+
+def test_issue_15_tiny_positive_bound_closes(tmp_path: Path) -> None:
+    """Finding 5: a lower bound in (0, 1e-9] kept no state but was not closed (a crash on
+    the next round). y = relu(x) + relu(-x) + 5e-10 >= 5e-10 > 0: proven, not a crash."""
+    net = Network((Dense([[1.0], [-1.0]], [0.0, 0.0]), ReLU(2),
+                   Dense([[1.0, 1.0]], [5e-10])), (1,))
+    prop = Property(InputBox(np.array([-1.0]), np.array([1.0])),
+                    UnsafeSet((HalfSpaces([[1.0]], [0.0]),)))
+    for split in ("relu", "input"):
+        res = verify(net, prop, VerifierOptions.from_kwargs(timeout=10, split=split))
+        assert res.status is Status.HOLDS
