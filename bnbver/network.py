@@ -411,10 +411,8 @@ class Network:
                 if isinstance(layer, ReLU):
                     pre.append(h)
                     h = np.maximum(h, 0.0)
-                elif isinstance(layer, Flatten):
-                    continue
-                else:
-                    h = layer.forward(h)
+                elif not isinstance(layer, Flatten):
+                    h = apply_layer(layer, [h])
         if single:
             return h[0], [p[0] for p in pre]
         return h, pre
@@ -538,7 +536,7 @@ def _exact_step(layer: Layer, args: list[np.ndarray]) -> np.ndarray:
     if isinstance(layer, Add):
         for other in args[1:]:
             h = h + other
-        return h
+        return np.asarray(h, dtype=object)
     if isinstance(layer, Concat):
         return np.concatenate(args)
     return h
@@ -547,7 +545,8 @@ def _exact_step(layer: Layer, args: list[np.ndarray]) -> np.ndarray:
 def apply_layer(layer: Layer, args: Sequence[np.ndarray]) -> np.ndarray:
     """Return the float64 output of one layer on its input batches (each (B, n))."""
     if isinstance(layer, ReLU):
-        return np.maximum(args[0], 0.0)
+        relu: np.ndarray = np.maximum(args[0], 0.0)
+        return relu
     if isinstance(layer, Add):
         out = args[0]
         for a in args[1:]:

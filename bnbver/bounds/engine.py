@@ -178,6 +178,7 @@ def extend_errors(net: BoundedNetwork, errs: list[Tensor | None], relax: Sequenc
             assert carry is not None
             m = carry
         else:
+            assert isinstance(prev, (ReluOp, PoolOp))
             m = relax[prev.slot].out_mag
         v = op.error_vector(m)
         errs.append(v)

@@ -152,7 +152,7 @@ def fold_map_after(layer: Layer, m: ElementwiseMap) -> Dense | Conv2d | None:
     bias = sb + t
     b_err = (np.abs(s) * _bias_err(layer) + m.scale_err * np.abs(sb) + t_err
              + product_error(s, layer.bias, sb) + sum_error(sb, t, bias))
-    w_err = _grow(layer.weight_err, m.scale_err, 0.0 if exact_products(s, 1.5) else U64)
+    w_err = _grow(layer.weight_err, m.scale_err, 0.0 if exact_products(s, np.array(1.5)) else U64)
     b_err = b_err * (1.0 + 1e-9) if np.any(b_err) else None
     if isinstance(layer, Dense):
         return Dense(s[:, None] * layer.weight, bias, w_err, b_err)
@@ -164,7 +164,7 @@ def fold_map_before(layer: Dense | Conv2d, m: ElementwiseMap) -> Dense | Conv2d 
     """Return ``layer(s * v + t)`` as one layer, errors recorded, or None when that is not
     exact (a Conv2d needs per-channel s and t, and t = 0 when it pads)."""
     s, t, t_err = m.scale, m.shift, m.shift_err
-    w_err = _grow(layer.weight_err, m.scale_err, 0.0 if exact_products(s, 1.5) else U64)
+    w_err = _grow(layer.weight_err, m.scale_err, 0.0 if exact_products(s, np.array(1.5)) else U64)
     if isinstance(layer, Dense):
         W = layer.weight
         return Dense(W * s[None, :], W @ t + layer.bias, w_err,
@@ -200,21 +200,32 @@ def _before_bias_err(layer: Dense | Conv2d, abs_w: np.ndarray, t: np.ndarray,
     return out
 
 
+def channel_map_layer(m: ElementwiseMap, shape: tuple[int, ...]) -> Dense | Conv2d:
+    """Return a per-channel map (``m`` holds one value per channel) on an activation of
+    ``shape`` as a layer: a 1 x 1 Conv2d on (C, H, W), a diagonal Dense layer on (n,)."""
+    layer = channel_affine(m.scale, m.shift, shape)
+    err = m.shift_err if np.any(m.shift_err) else None
+    if isinstance(layer, Conv2d):
+        return Conv2d(layer.weight, layer.bias, layer.stride, layer.padding, layer.in_shape,
+                      weight_err=m.scale_err, bias_err=err)
+    return Dense(layer.weight, layer.bias, m.scale_err, err)
+
+
 def map_layer(m: ElementwiseMap, shape: tuple[int, ...],
               max_diagonal: int) -> Dense | Conv2d | None:
     """Return the map as a layer of its own: a 1 x 1 Conv2d when it is constant per channel of
-    a (C, H, W) tensor, else a diagonal Dense layer of at most ``max_diagonal`` values; None
-    when neither fits."""
-    if len(shape) == 3 and m.scale.size > max_diagonal:
+    a (C, H, W) tensor (any size), else a diagonal Dense layer of at most ``max_diagonal``
+    values; None when neither fits."""
+    if len(shape) == 3:
         shp = (shape[0], shape[1], shape[2])
         chans = [_channels(a, shp) for a in (m.scale, m.shift, m.shift_err)]
-        if all(c is not None for c in chans):
-            conv = channel_affine(chans[0], chans[1], shp)  # type: ignore[arg-type]
-            return Conv2d(conv.weight, conv.bias, conv.stride, conv.padding, conv.in_shape,
-                          weight_err=m.scale_err, bias_err=chans[2])
+        if chans[0] is not None and chans[1] is not None and chans[2] is not None:
+            return channel_map_layer(ElementwiseMap(chans[0], chans[1], m.scale_err, chans[2]),
+                                     shp)
     if m.scale.size > max_diagonal:
         return None
-    return Dense(np.diag(m.scale), m.shift, m.scale_err, m.shift_err)
+    err = m.shift_err if np.any(m.shift_err) else None
+    return Dense(np.diag(m.scale), m.shift, m.scale_err, err)
 
 
 def avg_pool_conv(kernel: tuple[int, int], stride: tuple[int, int],
@@ -269,17 +280,6 @@ def channel_affine(scale: np.ndarray, shift: np.ndarray,
     return Dense(np.diag(scale), shift)
 
 
-def fold_after(layer: Layer, scale: np.ndarray, shift: np.ndarray) -> Dense | Conv2d | None:
-    """Return ``scale * layer(v) + shift`` as one layer (per output channel for a Conv2d), or
-    None when ``layer`` is not affine."""
-    if isinstance(layer, Dense):
-        return Dense(scale[:, None] * layer.weight, scale * layer.bias + shift)
-    if isinstance(layer, Conv2d):
-        return Conv2d(layer.weight * scale[:, None, None, None], scale * layer.bias + shift,
-                      layer.stride, layer.padding, layer.in_shape)
-    return None
-
-
 def normalize_input(network: Network, mean: Sequence[float] | float,
                     std: Sequence[float] | float) -> Network:
     """Return the network of ``x -> network((x - mean) / std)`` (inputs in the raw domain).
@@ -302,19 +302,22 @@ def normalize_input(network: Network, mean: Sequence[float] | float,
         raise InputError("--std", f"must be > 0, got {sd.tolist()}")
     scale, shift = 1.0 / sd, -m / sd
     reps = int(np.prod(shape[1:])) if len(shape) == 3 else 1
-    flat_s, flat_t = np.repeat(scale, reps), np.repeat(shift, reps)
+    # 1 / sd and -m / sd are rounded once each, unless sd is a power of 2 (exact).
+    exact = _pow2(sd)
+    per = ElementwiseMap(scale, shift, 0.0 if exact.all() else U64 * (1.0 + 1e-6),
+                         np.where(exact, 0.0, U64 * (1.0 + 1e-6) * np.abs(shift)))
+    flat = ElementwiseMap(np.repeat(scale, reps), np.repeat(shift, reps), per.scale_err,
+                          np.repeat(per.shift_err, reps))
     first = network.layers[0] if network.layers else None
-    if isinstance(first, Dense):
-        layer: Layer = Dense(first.weight * flat_s[None, :], first.weight @ flat_t + first.bias)
-        return Network((layer, *network.layers[1:]), network.input_shape, network.output_shape)
-    if isinstance(first, Conv2d) and (not any(first.padding) or not np.any(shift)):
-        w = first.weight * scale[None, :, None, None]
-        bias = first.bias + np.einsum("oikl,i->o", first.weight, shift)
-        conv = Conv2d(w, bias, first.stride, first.padding, first.in_shape)
-        return Network((conv, *network.layers[1:]), network.input_shape, network.output_shape)
-    front = channel_affine(scale, shift, shape) if len(shape) == 3 else Dense(
-        np.diag(flat_s), flat_t)
-    return Network((front, *network.layers), network.input_shape, network.output_shape)
+    folded = fold_map_before(first, flat) if isinstance(first, (Dense, Conv2d)) else None
+    if folded is not None and network.is_chain:
+        return Network((folded, *network.layers[1:]), network.input_shape, network.output_shape)
+    front = channel_map_layer(per, shape) if len(shape) == 3 else map_layer(
+        flat, shape, flat.scale.size)
+    assert front is not None
+    inputs = () if network.is_chain else ((-1,), *(tuple(t + 1 for t in ins)
+                                                   for ins in network.inputs))
+    return Network((front, *network.layers), network.input_shape, network.output_shape, inputs)
 
 
 def _per_channel_values(v: Sequence[float] | float, channels: int, name: str) -> np.ndarray:

@@ -23,9 +23,9 @@ The graph is read in a topological order, keeping only the nodes the output depe
     ``GlobalAveragePool`` become a :class:`Conv2d` with fixed weights;
   - ``Add``/``Sub``/``Mul``/``Div`` with a constant, and ``BatchNormalization``, are
     elementwise affine maps, folded as :mod:`bnbver.io.graph` describes;
-  - ``Add`` of two activations is a residual join (:class:`Add`), ``Sub`` of two activations
-    an Add of the negated second, and ``Concat`` of activations along the channel axis (or any
-    axis with only 1s before it) a :class:`Concat`.
+  - ``Add`` of two activations (and ``Sum`` of several) is a residual join (:class:`Add`),
+    ``Sub`` of two activations an Add of the negated second, and ``Concat`` of activations
+    along the channel axis (or any axis with only 1s before it) a :class:`Concat`.
 """
 
 from __future__ import annotations
@@ -407,7 +407,7 @@ def _fold_error(node: onnx.NodeProto, args: list[np.ndarray], value: np.ndarray,
 
 def _act(rd: _Reader, node: onnx.NodeProto) -> str:
     """Return the (first) activation input of a node."""
-    return next(x for x in node.input if x and rd.builder.has(x))
+    return str(next(x for x in node.input if x and rd.builder.has(x)))
 
 
 def _alias(rd: _Reader, node: onnx.NodeProto, label: str) -> None:
@@ -653,6 +653,17 @@ def _elementwise(rd: _Reader, node: onnx.NodeProto, label: str) -> None:
     rd.builder.elementwise(x, m, node.output[0])
 
 
+def _sum(rd: _Reader, node: onnx.NodeProto, label: str) -> None:
+    """Sum of two or more activations: a residual join."""
+    names = [x for x in node.input if x]
+    if any(not rd.builder.has(x) for x in names):
+        _unsupported(rd, node, label, "summing constants with activations")
+    if len(names) == 1:
+        rd.builder.alias(names[0], node.output[0])
+        return
+    rd.builder.add(names, node.output[0])
+
+
 def _batchnorm(rd: _Reader, node: onnx.NodeProto, label: str) -> None:
     """BatchNormalization (inference): per-channel ``s = g / sqrt(var + eps)``, ``t = b - m s``."""
     x = _act(rd, node)
@@ -693,5 +704,6 @@ _HANDLERS: dict[str, _Handler] = {
     "Sub": _elementwise,
     "Mul": _elementwise,
     "Div": _elementwise,
+    "Sum": _sum,
     "BatchNormalization": _batchnorm,
 }
