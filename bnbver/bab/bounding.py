@@ -36,6 +36,7 @@ from bnbver.bounds import (
 )
 from bnbver.bounds.clip import clip_boxes
 from bnbver.bounds.gradient import gradient_bounds, supports_gradient
+from bnbver.bounds.prepared import AffineOp, BoundedNetwork
 from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import solve_fixed_node
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
@@ -50,6 +51,9 @@ POINT_WIDTH = 1e-10
 ROOT_SHARE = 0.3
 #: ... estimated as this many CROWN passes per optimisation step (backward pass, gradient).
 ROOT_STEP_COST = 3.0
+#: Networks below this many multiply-adds per CROWN pass (``_crown_work``) skip the timing
+#: probe: their optimised root is cheap (mnist_fc 256x6: 8e8; sri_resnet_a: 4e10).
+ROOT_PROBE_WORK = 1e10
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,6 +173,17 @@ def _compute_dtype(precision: str, kind: str) -> torch.dtype | None:
     return None
 
 
+def _crown_work(net: BoundedNetwork) -> float:
+    """Return an upper estimate of a root CROWN pass's multiply-adds: every ReLU neuron's
+    rows through every affine op (a convolution costs its kernel at every output position)."""
+    per_row = 0.0
+    for op in net.ops:
+        if isinstance(op, AffineOp):
+            spatial = 1 if op.conv is None else op.conv.out_shape[1] * op.conv.out_shape[2]
+            per_row += float(op.weight.numel()) * spatial
+    return per_row * float(sum(net.relu_sizes))
+
+
 def stack_rows(prop: Property) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (C_all (R, m), d_all (R,), disjunct index (R,)) over all disjuncts.
 
@@ -277,7 +292,8 @@ class NodeBounder:
         the root keeps CROWN's intermediate bounds and optimises only its final rows (on
         sri_resnet_a the optimised root would take about 6 minutes on one CPU core)."""
         opts = self.root_opts
-        if not opts.optimize_intermediate or deadline is None:
+        if (not opts.optimize_intermediate or deadline is None
+                or _crown_work(self.net) < ROOT_PROBE_WORK):
             return bound_batch(self.net, batch, opts, deadline)
         t0 = time.monotonic()
         crown = bound_batch(self.net, batch, replace(opts, method="crown", relu_coeffs=False,
