@@ -227,3 +227,44 @@ def test_issue_18_load_torch_model_whole_or_state_dict(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(InputError, match="not a torch model file"):
         load_torch_model(tmp_path / "junk.pt")
+
+
+def test_issue_19_torchvision_style_block_with_inplace_ops() -> None:
+    """torchvision's BasicBlock writes ``out += identity`` and ``nn.ReLU(inplace=True)``; the
+    stem is conv 7x7 / BatchNorm / ReLU / MaxPool, the head AdaptiveAvgPool2d + flatten."""
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(4)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += identity
+            return self.relu(out)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 4, 7, 2, 3, bias=False), nn.BatchNorm2d(4),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+            self.layer = nn.Sequential(Block(), Block())
+            self.pool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.pool(self.layer(self.stem(x)))
+            return self.fc(torch.flatten(x, 1))
+
+    torch.manual_seed(5)
+    model = _randomize_batchnorm(Net(), 5)
+    net = from_torch(model, (3, 16, 16))
+    assert sum(type(layer).__name__ == "Add" for layer in net.layers) == 2
+    x = np.random.default_rng(5).normal(size=(6, 3 * 16 * 16))
+    np.testing.assert_allclose(net.forward(x), torch_forward(model, x, (3, 16, 16)),
+                               rtol=1e-10, atol=1e-10)

@@ -37,11 +37,11 @@ from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 SOURCE = "torch module"
 
 #: Functions and methods that only relabel the flat vector (with the arguments' shape rule).
-_ADD = {operator.add, torch.add, "add"}
-_SUB = {operator.sub, torch.sub, "sub"}
-_MUL = {operator.mul, torch.mul, "mul"}
-_DIV = {operator.truediv, torch.div, "div"}
-_RELU = {torch.relu, F.relu, "relu"}
+_ADD = {operator.add, operator.iadd, torch.add, "add", "add_"}
+_SUB = {operator.sub, operator.isub, torch.sub, "sub", "sub_"}
+_MUL = {operator.mul, operator.imul, torch.mul, "mul", "mul_"}
+_DIV = {operator.truediv, operator.itruediv, torch.div, "div", "div_"}
+_RELU = {torch.relu, F.relu, "relu", "relu_"}
 _RESHAPE = {"view", "reshape"}
 _FLATTEN = {torch.flatten, "flatten"}
 _CAT = {torch.cat, torch.concat}
