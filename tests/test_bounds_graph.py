@@ -224,3 +224,25 @@ def test_issue_19_lp_and_milp_tightening_over_a_dag(mode: str) -> None:
                          out.upper[2] - samples[2].max(axis=0))
         assert unstable.any()
         assert np.all((gap <= 0.05 * (out.upper[2] - out.lower[2]) + 1e-6)[unstable])
+
+
+@pytest.mark.parametrize("mode", ["forward", "forward-crown"])
+@pytest.mark.parametrize("shortcut", SHORTCUTS)
+def test_issue_19_forward_symbolic_bounds_over_a_dag(mode: str, shortcut: str) -> None:
+    """The forward symbolic pass over residual sums and concatenations contains samples, in
+    float64 and in float32."""
+    rng = np.random.default_rng(51)
+    net = residual_net(rng, n_in=3, width=4, blocks=2, shortcut=shortcut)
+    lo, hi = _box(net, rng)
+    x = _samples(net, lo, hi, rng)
+    y, pre = net.forward_with_preactivations(x)
+    for dtype in (torch.float64, torch.float32):
+        opts = BoundsOptions(method="crown", intermediate=mode, dtype=dtype)
+        bn = prepare(net, None, None, opts)
+        splits = tuple(torch.zeros((1, n), dtype=torch.int8) for n in net.relu_sizes)
+        res = bound_batch(bn, NodeBatch(torch.tensor(lo[None]), torch.tensor(hi[None]),
+                                        splits), opts)
+        assert np.all(y.min(axis=0) >= res.row_lower[0].double().numpy())
+        for k, p in enumerate(pre):
+            assert np.all(p.min(axis=0) >= res.pre_lower[k][0].double().numpy())
+            assert np.all(p.max(axis=0) <= res.pre_upper[k][0].double().numpy())

@@ -67,7 +67,7 @@ class BoundsOptions:
             (:mod:`bnbver.bounds.forward`; cheap for few inputs), intersected with interval
             and inherited bounds; ``"forward-crown"`` then refines by CROWN the neurons the
             forward bounds leave unstable (as tight as ``"crown"``, a little cheaper).
-            Networks with max pooling and DAGs fall back to ``"crown"``.
+            Networks with max pooling fall back to ``"crown"``.
         optimize_intermediate: alpha-optimise the intermediate bounds too (the root, or any
             batch whose intermediate bounds are recomputed); costly, best for the root.
         relu_coeffs: also return, per ReLU layer, the coefficient of each ReLU output in the
