@@ -66,7 +66,7 @@ def test_normalize_input_is_exact(net: Network, front: bool) -> None:
                                                                          channels)
     np.testing.assert_allclose(norm.forward(x), net.forward((x - per_value[0]) / per_value[1]),
                                rtol=1e-10, atol=1e-10)
-    changed = [la for la in norm.layers if isinstance(la, (Dense, Conv2d))][0]
+    changed = next(la for la in norm.layers if isinstance(la, (Dense, Conv2d)))
     assert changed.weight_err > 0 and changed.bias_err is not None  # 1 / std is rounded
 
 
