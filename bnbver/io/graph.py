@@ -18,7 +18,10 @@ operator; the builder owns what the readers share:
   the first and the negated second, a channel concatenation a :class:`Concat` layer.
 
 Folds record their float64 rounding in the layers' error fields
-(:mod:`bnbver.io.layers`). A chain model gives the same layers as a chain reader would.
+(:mod:`bnbver.io.layers`). Every benchmark chain model (ACAS Xu, mnist_fc, oval21) gives the
+same layers, bit for bit, as the chain-only reader before issue 19; a pending map now also
+survives a Flatten (it folds into the Dense layer after it instead of becoming a diagonal
+layer) and a per-channel one becomes a 1 x 1 convolution of any size.
 """
 
 from __future__ import annotations
