@@ -246,3 +246,29 @@ def test_issue_19_forward_symbolic_bounds_over_a_dag(mode: str, shortcut: str) -
         for k, p in enumerate(pre):
             assert np.all(p.min(axis=0) >= res.pre_lower[k][0].double().numpy())
             assert np.all(p.max(axis=0) <= res.pre_upper[k][0].double().numpy())
+
+
+def test_issue_19_max_pool_inside_a_branch() -> None:
+    """A max pool on one branch of a join: every method contains the samples, and the LP
+    relaxation's bound lies below them."""
+    from bnbver.network import Add, Conv2d, Dense, MaxPool2d, ReLU
+
+    rng = np.random.default_rng(61)
+    a = Conv2d(rng.normal(size=(2, 1, 3, 3)), rng.normal(size=2) * 0.3, (1, 1), (1, 1, 1, 1),
+               (1, 4, 4))
+    pool = MaxPool2d((2, 2), (2, 2), (0, 0, 0, 0), a.out_shape)
+    b = Conv2d(rng.normal(size=(2, 1, 2, 2)), rng.normal(size=2) * 0.3, (2, 2), (0, 0, 0, 0),
+               (1, 4, 4))
+    head = Dense(rng.normal(size=(2, 8)), rng.normal(size=2))
+    net = Network((a, ReLU(32), pool, b, Add(8), ReLU(8), head), (1, 4, 4),
+                  inputs=((-1,), (0,), (1,), (-1,), (2, 3), (4,), (5,)))
+    lo, hi = _box(net, rng, 0.5)
+    y = net.forward(_samples(net, lo, hi, rng))
+    for method in METHODS:
+        res = bound_root(prepare(net), lo, hi, BoundsOptions(method=method))
+        assert np.all(y.min(axis=0) >= res.row_lower[0].numpy()), method
+    res = bound_root(prepare(net), lo, hi, BoundsOptions(method="crown"))
+    pre = ([p[0].numpy() for p in res.pre_lower], [p[0].numpy() for p in res.pre_upper])
+    lp = lp_lower_bound(build_relaxation(net, InputBox(lo, hi), pre,
+                                         objective=HalfSpaces(np.eye(2)[:1], np.zeros(1))))
+    assert lp.lower <= y[:, 0].min() + 1e-9
