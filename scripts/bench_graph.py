@@ -29,19 +29,28 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from harness.errors import ScriptError, clean_exit  # noqa: E402
+
 METHODS = ("ibp", "crown", "alpha")
 
 
 def worker(root: Path, instances: list[tuple[str, str, str]], out: Path) -> None:
     """Bound every instance with the bnbver found at ``root``; write an npz and timings."""
+    for name in [m for m in sys.modules if m == "bnbver" or m.startswith("bnbver.")]:
+        del sys.modules[name]  # the error harness imported this checkout's bnbver
     sys.path.insert(0, str(root))
     import torch
 
+    import bnbver
     from bnbver.bab.bounding import stack_rows
     from bnbver.bounds import BoundsOptions, bound_root, prepare
     from bnbver.io.loaders import load_network, load_properties
 
     torch.set_num_threads(1)
+    assert Path(bnbver.__file__).resolve().is_relative_to(root.resolve()), bnbver.__file__
     arrays: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
     warm = load_network(instances[0][1])  # first-call costs (imports, kernels) untimed
@@ -117,7 +126,6 @@ def _fastest(old: Side, run: Side) -> Side:
 
 def smoke_rows(folder: Path) -> list[tuple[str, str, str]]:
     """Write a tiny chain network and property; return its instance row."""
-    sys.path.insert(0, str(REPO))
     from bnbver.io.onnx_export import save_onnx
     from bnbver.network import Dense, Network, ReLU
 
@@ -133,6 +141,18 @@ def smoke_rows(folder: Path) -> list[tuple[str, str, str]]:
     return [("smoke", str(folder / "tiny.onnx"), str(folder / "tiny.vnnlib"))]
 
 
+def _validate(args: argparse.Namespace) -> None:
+    """Refuse a baseline that is not a bnbver checkout, a missing benchmarks folder or an
+    output folder that does not exist, before any work."""
+    if args.baseline is not None and not (args.baseline / "bnbver" / "__init__.py").is_file():
+        raise ScriptError(f"{args.baseline}: not a bnbver checkout (no bnbver/__init__.py)")
+    if not args.smoke and not args.benchmarks.is_dir():
+        raise ScriptError(f"{args.benchmarks}: no such benchmarks folder")
+    if args.out is not None and not args.out.parent.is_dir():
+        raise ScriptError(f"{args.out.parent}: no such folder for --out")
+
+
+@clean_exit
 def main(argv: list[str] | None = None) -> int:
     """Run the comparison (or one worker)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -152,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.baseline is None and not args.smoke:
         ap.error("--baseline is required (or --smoke)")
+    _validate(args)
     with tempfile.TemporaryDirectory(prefix="bnbver-graph-") as tmp:
         folder = Path(tmp)
         rows = smoke_rows(folder) if args.smoke else instances(
