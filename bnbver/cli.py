@@ -29,6 +29,7 @@ from bnbver.errors import BnbverError, InputError
 COMMANDS: dict[str, tuple[str, str]] = {
     "verify": ("verify", "verify one VNN-LIB property of a network (VNN-COMP result file)"),
     "certify": ("certify", "certify L-inf robustness of a model on a data set (CSV of rows)"),
+    "check": ("check", "re-verify an unsat certificate independently"),
     "info": ("info", "print a network's layers, shapes and neuron counts"),
     "export-milp": ("export_milp", "export a BaB node of an instance as a MILP (MPS/LP file)"),
     "run-suite": ("run_suite", "run every instance of a benchmark instances.csv"),

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from bnbver.attack import AttackOptions, falsify
+from bnbver.check.format import ProofFile
 from bnbver.errors import BnbverError, InputError
 from bnbver.network import Network
 from bnbver.result import Certificate, Counterexample, Leaf, Result, Stats, Status
@@ -135,6 +136,9 @@ def validate_options(network: Network, options: VerifierOptions) -> None:
     validate_bab_options(bab)
     kind = choose_split_kind(network, bab)
     validate_heuristic(bab.branching or default_heuristic(kind), kind)
+    if bab.certify != "off" and not network.is_chain:
+        raise InputError("--certificate", "certificates of networks with residual joins or "
+                         "concatenations are not supported: the checker reads chains")
     if not options.timeout > 0:
         raise InputError("--timeout", f"must be > 0 seconds, got {options.timeout}")
 
@@ -150,9 +154,9 @@ def validate_bab_options(bab: Any) -> None:
     if bab.input_intermediate not in modes:
         raise InputError("input_intermediate",
                          f"must be one of {modes}, got {bab.input_intermediate!r}")
-    if bab.relu_intermediate not in ("inherit", "crown"):
+    if bab.relu_intermediate not in ("inherit", "crown", "alpha"):
         raise InputError("relu_intermediate",
-                         f"must be inherit or crown, got {bab.relu_intermediate!r}")
+                         f"must be inherit, crown or alpha, got {bab.relu_intermediate!r}")
     if bab.stall_rounds < 0 or not bab.stall_milp_time > 0 or bab.stall_tol < 0:
         raise InputError("stall_rounds/stall_tol/stall_milp_time",
                          f"need stall_rounds >= 0, stall_tol >= 0 and stall_milp_time > 0, "
@@ -237,6 +241,7 @@ def _verify_all(network: Network, props: list[Property], options: VerifierOption
             return Result(Status.VIOLATED, replace(cex, property_index=i), stats=stats)
     stats.add_time("attack", time.monotonic() - t0)
     leaves: list[Leaf] = []
+    proofs: list[ProofFile | None] = []
     per: list[tuple[float, ...]] = []
     bound: float | None = float("inf")
     for i, prop in enumerate(props):
@@ -254,8 +259,19 @@ def _verify_all(network: Network, props: list[Property], options: VerifierOption
                           disjunct_bounds=tuple(per))
         if sub.certificate is not None:
             leaves.extend(replace(leaf, property_index=i) for leaf in sub.certificate.leaves)
-    return Result(Status.HOLDS, certificate=Certificate(tuple(leaves)), stats=stats,
-                  lower_bound=bound, disjunct_bounds=tuple(per))
+            proofs.append(sub.certificate.proof)
+    return Result(Status.HOLDS, certificate=Certificate(tuple(leaves), _join_proofs(proofs)),
+                  stats=stats, lower_bound=bound, disjunct_bounds=tuple(per))
+
+
+def _join_proofs(proofs: list[ProofFile | None]) -> ProofFile | None:
+    """Return one proof file with every property's tree (None unless all have one)."""
+    if not proofs or any(p is None for p in proofs):
+        return None
+    first = proofs[0]
+    assert first is not None
+    trees = tuple(t for p in proofs if p is not None for t in p.trees)
+    return ProofFile(trees, first.relu_sizes, first.input_size)
 
 
 def _prove(network: Network, prop: Property, options: VerifierOptions, deadline: float,

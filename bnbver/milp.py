@@ -323,6 +323,20 @@ def _disjunct_of(prop: Property | HalfSpaces, disjunct: int, box: InputBox | Non
     return prop.unsafe.disjuncts[disjunct], box or prop.box
 
 
+def _encode(network: Network, box: InputBox, bounds: Bounds | None, splits: Splits,
+            formulation: str, valid_inequalities: bool
+            ) -> tuple[ModelBuilder, list[Neuron], tuple[np.ndarray, np.ndarray, list[ReluRows]]]:
+    """Encode the network of a node by a formulation (plus the valid inequalities)."""
+    b = ModelBuilder()
+    neurons: list[Neuron] = []
+    masks = as_masks(splits, network.relu_sizes)
+    encoded = encode_network(b, network, box, bounds, masks,
+                             milp_encoders(formulation, neurons))
+    if valid_inequalities:
+        add_nonpositive_bias_cuts(b, neurons)
+    return b, neurons, encoded
+
+
 def build_milp(
     network: Network, prop: Property | HalfSpaces, bounds: Bounds | None,
     splits: Splits = None, formulation: str = "bigm", objective: str | None = "margin", *,
@@ -351,13 +365,8 @@ def build_milp(
     half, nbox = _disjunct_of(prop, disjunct, box)
     if objective not in ("margin", None):
         raise InputError("objective", f"'{objective}' (expected 'margin' or None)")
-    b = ModelBuilder()
-    neurons: list[Neuron] = []
-    masks = as_masks(splits, network.relu_sizes)
-    x, y, relus = encode_network(b, network, nbox, bounds, masks,
-                                 milp_encoders(formulation, neurons))
-    if valid_inequalities:
-        add_nonpositive_bias_cuts(b, neurons)
+    b, neurons, (x, y, relus) = _encode(network, nbox, bounds, splits, formulation,
+                                        valid_inequalities)
     lp, t = finish_objective(b, y, half, require_unsafe)
     if require_unsafe and unsafe_slack:
         cu = lp.col_upper.copy()
@@ -547,10 +556,19 @@ def decide_milp(
             if sol.status is LpStatus.INFEASIBLE or sol.x is None:
                 break
         # "Infeasible" is the solver's word: it closes the node only on a model that passed
-        # the numerical preconditions (an empty node by our own bounds always does).
-        proven = sol.status is LpStatus.INFEASIBLE and (safe.trusted or model.infeasible)
+        # the numerical preconditions and that a second solve without presolve confirms (an
+        # empty node by our own bounds always does).
+        proven = model.infeasible or (sol.status is LpStatus.INFEASIBLE and safe.trusted
+                                      and _confirmed_infeasible(model, deadline, threads))
         unknown |= not proven
     return MilpVerdict(Status.UNKNOWN if unknown else Status.HOLDS, None, tuple(sols))
+
+
+def _confirmed_infeasible(model: MilpModel, deadline: float, threads: int) -> bool:
+    """Re-solve without presolve; True when that also finds the model infeasible."""
+    left = max(deadline - time.monotonic(), 1.0)
+    opts = HighsOptions(time_limit=left, threads=threads, first_solution=True, presolve=False)
+    return solve(model.lp, opts).status is LpStatus.INFEASIBLE
 
 
 # ------------------------------------------------------------------- export: one file, headers
@@ -629,13 +647,8 @@ def build_disjunction_milp(
         The :class:`DisjunctionMilp`.
     """
     nbox = box or prop.box
-    b = ModelBuilder()
-    neurons: list[Neuron] = []
-    masks = as_masks(splits, network.relu_sizes)
-    x, y, relus = encode_network(b, network, nbox, bounds, masks,
-                                 milp_encoders(formulation, neurons))
-    if valid_inequalities:
-        add_nonpositive_bias_cuts(b, neurons)
+    b, neurons, (x, y, relus) = _encode(network, nbox, bounds, splits, formulation,
+                                        valid_inequalities)
     t, sel = _add_disjunction(b, y, prop.unsafe.disjuncts,
                               unsafe_slack if require_unsafe else np.inf)
     cost = np.zeros(b.n_cols)

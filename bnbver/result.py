@@ -10,10 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bnbver.check.format import ProofFile
 from bnbver.errors import InputError
 from bnbver.network import Network
 from bnbver.spec import Property
@@ -72,9 +74,25 @@ class Certificate:
     still allow a counterexample (``bnbver.bounds.clip``): then the leaves cover every point
     of the property's box that those bounds did not exclude, and a leaf closed by ``clip``
     is a box that they excluded entirely.
+
+    A run with certificates on (``BabOptions.certify``) also carries ``proof``: the search
+    trees with the dual proof of every leaf, which :meth:`save` writes and ``bnbver check``
+    (:mod:`bnbver.check`) re-verifies independently.
     """
 
     leaves: tuple[Leaf, ...] = ()
+    proof: ProofFile | None = None
+
+    def save(self, path: str | Path) -> None:
+        """Write the proof to ``path`` (an ``.npz`` file).
+
+        Raises:
+            InputError: the run kept no proof (certificates were off).
+        """
+        if self.proof is None:
+            raise InputError(str(path), "this result has no proof: run with certificates on "
+                             "(--certificate FILE, or certify='on')")
+        self.proof.save(path)
 
 
 @dataclass

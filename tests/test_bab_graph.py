@@ -138,3 +138,14 @@ def test_issue_19_soundness_fuzz_random_residual_nets() -> None:
 def test_issue_19_soundness_fuzz_random_residual_nets_many() -> None:
     tally = _fuzz(range(100, 300))
     assert sum(tally.values()) >= 100
+
+
+def test_issue_19_certificates_of_a_dag_are_refused_before_any_work() -> None:
+    """The certificate checker (issue 16) reads chains: a DAG with ``certify`` is an input
+    error, not a certificate nobody can check."""
+    from bnbver.errors import InputError
+
+    net = residual_net(np.random.default_rng(0))
+    box = InputBox(-np.ones(3), np.ones(3))
+    with pytest.raises(InputError, match="certificate.*residual joins"):
+        verify(net, _property(box, np.ones(2), 100.0), timeout=10, certify="on")

@@ -19,7 +19,8 @@ def test_one_row_cuts_the_box_where_the_row_is_positive() -> None:
     hi = torch.ones((2, 2), dtype=torch.float64)
     new_lo, new_hi, empty = clip_boxes(a, c, lo, hi, [torch.tensor([0])])
     assert empty.tolist() == [False, True]
-    assert abs(float(new_hi[0, 0]) - 0.5) < 1e-9 and float(new_hi[0, 0]) >= 0.5
+    # within the replay slack (clip.REPLAY_SLACK, 1e-9 of the row's magnitude) of the true face
+    assert abs(float(new_hi[0, 0]) - 0.5) < 1e-8 and float(new_hi[0, 0]) >= 0.5
     assert float(new_hi[0, 1]) == 1.0 and float(new_lo[0, 0]) == 0.0
 
 

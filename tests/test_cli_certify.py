@@ -54,10 +54,10 @@ def test_issue_18_cli_and_api_give_the_same_answers(
     per (sample, eps); the printed summary is the rows' summary; counterexamples are saved
     as .npy files that really are counterexamples."""
     model, x, y = digits_model()
-    api = bnbver.certify(model, x[:8], y[:8], [0.02, 0.1], domain=(0, 1), timeout=30)
+    api = bnbver.certify(model, x[:8], y[:8], [0.02, 0.1], domain=(0, 1), timeout=120)
     out = tmp_path / "r.csv"
     code = main(["certify", str(digits_files["model"]), "--data", str(digits_files["npz"]),
-                 "--eps", EPS, "--domain", "0,1", "--timeout", "30", "--jobs", "2",
+                 "--eps", EPS, "--domain", "0,1", "--timeout", "120", "--jobs", "2",
                  "--out", str(out)])
     printed = capsys.readouterr().out.strip().splitlines()
     rows = _read(out)

@@ -170,3 +170,38 @@ def test_issue_15_tiny_positive_bound_closes(tmp_path: Path) -> None:
     for split in ("relu", "input"):
         res = verify(net, prop, VerifierOptions.from_kwargs(timeout=10, split=split))
         assert res.status is Status.HOLDS
+
+
+DATA = Path(__file__).parent / "data" / "issue15"
+
+
+@pytest.mark.parametrize(("name", "witness", "options"), [
+    # float32 root tightening: bounds cast to float32 rounded inwards (then a MILP said no)
+    ("narrow_tighten", [-0.094766575776661, -0.028213174218568192, -0.748539558107412],
+     {"precision": "float32", "split": "relu", "tighten": "milp"}),
+    # HiGHS presolve called a feasible MILP of a 1.5e-6 wide box infeasible
+    ("narrow_presolve", [0.9648958130406976, 0.6116151674893754],
+     {"precision": "float32", "split": "relu", "branching": "babsr"}),
+])
+def test_issue_15_fuzzer_finds_stay_fixed(name: str, witness: list[float],
+                                          options: dict[str, object]) -> None:
+    """Two wrong unsat answers the soundness fuzzer found (seed 2025, cases 158 and 498):
+    the files are the fuzzer's, the witness its exact oracle's."""
+    network = load_network(DATA / f"{name}.onnx")
+    props = load_properties(DATA / f"{name}.vnnlib", network)
+    exact = network.forward_exact(np.array(witness))
+    assert exact is not None
+    assert any(p.box.contains(np.array(witness)) and p.unsafe.exactly_violated_by(exact)
+               is not None for p in props)
+    res = verify(network, props, VerifierOptions.from_kwargs(timeout=10, **options))
+    assert res.status is not Status.HOLDS
+
+
+def test_issue_15_outward_cast_contains_the_float64_interval() -> None:
+    from bnbver.bounds.rounding import outward
+
+    rng = np.random.default_rng(0)
+    lo64 = torch.tensor(rng.normal(size=1000) * 1e-6)
+    hi64 = lo64 + torch.tensor(rng.random(1000) * 1e-9)
+    lo, hi = outward(lo64, hi64, torch.float32)
+    assert bool((lo.double() <= lo64).all() and (hi.double() >= hi64).all())

@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "bnbver"
 #: rank of each top-level part of the package; a module may import equal or lower ranks.
 RANKS = {
     "errors": 0, "progress": 0, "network": 1, "spec": 1, "splits": 1, "torch_model": 1,
-    "result": 2, "io": 2, "attack": 2, "bounds": 3, "lp": 3, "milp": 4, "bab": 5,
+    "check": 2, "result": 2, "io": 2, "attack": 2, "bounds": 3, "lp": 3, "milp": 4, "bab": 5,
     "driver": 6, "apps": 7, "vnncomp": 8, "commands": 8, "cli": 8, "__init__": 9,
 }
 
@@ -54,3 +54,17 @@ def test_solver_and_onnx_imports_are_confined() -> None:
             assert rel == "lp/highs.py", rel
         if "onnx" in roots:
             assert rel.startswith("io/"), rel
+
+
+def test_checker_imports_numpy_and_the_readers_only() -> None:
+    """Issue 16: bnbver/check/ imports numpy and the IR/readers, nothing of the engines, the
+    search or torch, so a bug there cannot hide from it."""
+    allowed = {"numpy", "__future__", "dataclasses", "collections", "pathlib", "time",
+               "typing", "bnbver"}
+    allowed_bnbver = {"network", "spec", "io", "errors", "check"}
+    for path in (PKG / "check").rglob("*.py"):
+        for name in _imports(path):
+            root = name.split(".")[0]
+            assert root in allowed, f"{path.name} imports {name}"
+            if root == "bnbver":
+                assert name.split(".")[1] in allowed_bnbver, f"{path.name} imports {name}"

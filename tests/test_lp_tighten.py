@@ -120,9 +120,10 @@ def test_l1_ball_milp_tightening_is_exact_and_sound(seed: int) -> None:
     net = random_relu_net(rng, [3, 4, 5, 2])
     box = InputBox(np.zeros(3), np.ones(3))
     centre, radius = rng.uniform(0, 1, 3), 0.4
+    # stop_at_sign off: the MILPs run to optimality, so the unstable bounds are exact
     res = tighten_bounds(net, box, None, None,
-                         TightenOptions("milp", l1_ball=(centre, radius)))
-    plain = tighten_bounds(net, box, None, None, TightenOptions("milp"))
+                         TightenOptions("milp", l1_ball=(centre, radius), stop_at_sign=False))
+    plain = tighten_bounds(net, box, None, None, TightenOptions("milp", stop_at_sign=False))
     w0, b0 = net.layers[0].weight, net.layers[0].bias
     w1, b1 = net.layers[2].weight, net.layers[2].bias
     checked = 0
@@ -156,3 +157,21 @@ def test_milp_pass_in_two_processes_equals_one() -> None:
     for k in range(len(one.lower)):
         np.testing.assert_allclose(two.lower[k], one.lower[k], atol=1e-5)
         np.testing.assert_allclose(two.upper[k], one.upper[k], atol=1e-5)
+
+
+def test_milp_tightening_stops_at_the_sign_and_stays_sound() -> None:
+    """With stop_at_sign each neuron's MILP ends once its sign is settled: the bounds are
+    still valid (sampled points inside), never looser than the LP's, and a neuron that the
+    exact MILP makes stable is stable here too."""
+    rng = np.random.default_rng(4)
+    net = random_relu_net(rng, [3, 8, 8, 2])
+    box = InputBox(-np.ones(3), np.ones(3))
+    fast = tighten_bounds(net, box, None, None, TightenOptions("milp"))
+    exact = tighten_bounds(net, box, None, None, TightenOptions("milp", stop_at_sign=False))
+    lp = tighten_bounds(net, box, None, None, TightenOptions("lp"))
+    _, pre = net.forward_with_preactivations(rng.uniform(-1, 1, (4000, 3)))
+    for k, p in enumerate(pre):
+        assert np.all(p >= fast.lower[k] - 1e-9) and np.all(p <= fast.upper[k] + 1e-9)
+        assert np.all(fast.lower[k] >= lp.lower[k] - 1e-9)
+        stable = (exact.lower[k] >= 0) | (exact.upper[k] <= 0)
+        assert np.all(((fast.lower[k] >= 0) | (fast.upper[k] <= 0))[stable])

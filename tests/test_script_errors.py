@@ -26,6 +26,7 @@ BAD_INPUT = {
     "compare_solvers": [NOWHERE, "--solvers", "bnbver", "--out-dir", f"{NOWHERE}/out"],
     "hypothesis_random": [f"{NOWHERE}/test_x.py"],
     "fuzz_soundness": ["--n", "1", "--out", f"{NOWHERE}/fuzz.jsonl"],
+    "bench_certificates": [NOWHERE],
     "plot_tree": [f"{NOWHERE}/tree.jsonl"],
     "seed_experiments": [NOWHERE],
     "train_seed_nets": [NOWHERE, "--out", f"{NOWHERE}/nets"],

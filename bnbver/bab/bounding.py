@@ -37,8 +37,9 @@ from bnbver.bounds import (
 from bnbver.bounds.clip import clip_boxes
 from bnbver.bounds.gradient import gradient_bounds, supports_gradient
 from bnbver.bounds.prepared import AffineOp, BoundedNetwork
+from bnbver.bounds.rounding import outward
 from bnbver.lp.highs import HighsOptions
-from bnbver.lp.relaxation import solve_fixed_node
+from bnbver.lp.relaxation import dual_proof, fixed_node_relaxation, lp_lower_bound
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
 from bnbver.milp import MilpVerdict, decide_milp
 from bnbver.network import Network
@@ -145,6 +146,15 @@ class BoundedChild:
     disjunct_bounds: np.ndarray | None = None
     #: clipping cut part of the box away (that part's margin is only known to be > 0)
     shrunk: bool = False
+    #: (lower, upper) of the box before clipping (the region the node covers)
+    region: tuple[np.ndarray, np.ndarray] | None = None
+    #: certificates: per disjunct proven here, ``(disjunct, row weights, coefficients)``
+    proofs: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()
+    #: certificates: proofs of the root's optimised intermediate bounds
+    #: ``(layer, unit, sign, coefficients)`` arrays, or None
+    interm_proofs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+    #: certificates: every row's coefficients when the box was clipped with optimised rows
+    clip_nus: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +164,10 @@ class LeafVerdict:
     lower_bound: float
     infeasible: bool
     counterexample: np.ndarray | None
+    #: certificates: per disjunct its LP's dual proof ``(disjunct, weights, coefficients)``
+    proofs: tuple[tuple[int, np.ndarray, np.ndarray], ...] = ()
+    #: some disjunct's LP was closed by a Farkas ray (not kept in certificates)
+    farkas: bool = False
 
 
 Box = tuple[np.ndarray, np.ndarray]
@@ -204,6 +218,18 @@ def stack_rows(prop: Property) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.vstack(Cs), np.concatenate(ds), np.concatenate(idx)
 
 
+def row_weights(prop: Property) -> list[np.ndarray]:
+    """Return per row of :func:`stack_rows` its weights over its disjunct's own rows (a unit
+    vector, or 1/k each for the mean row): how a certificate names the row."""
+    out: list[np.ndarray] = []
+    for h in prop.unsafe.disjuncts:
+        k = h.C.shape[0]
+        out.extend(np.eye(k))
+        if k > 1:
+            out.append(np.full(k, 1.0 / k))
+    return out
+
+
 class NodeBounder:
     """Bounds nodes of one property's search (holds the prepared network: a resource)."""
 
@@ -214,6 +240,8 @@ class NodeBounder:
         self.kind = kind
         self.options = options
         C, d, self.row_disjunct = stack_rows(prop)
+        self.row_weights = row_weights(prop)
+        certify = getattr(options, "certify", "off") != "off"
         self.n_disjuncts = len(prop.unsafe.disjuncts)
         device = getattr(options, "device", "cpu")
         iterations = getattr(options, "iterations", 20)
@@ -230,8 +258,10 @@ class NodeBounder:
         self.root_opts = BoundsOptions(method=getattr(options, "root_method", "alpha"),
                                        iterations=iterations, device=device, dtype=dtype,
                                        optimize_intermediate=kind == "relu",
-                                       relu_coeffs=wants_coeffs, row_linear=self.clip)
+                                       relu_coeffs=wants_coeffs, row_linear=self.clip,
+                                       certify=certify)
         child_method = getattr(options, "child_method", "beta")
+        relu_interm = getattr(options, "relu_intermediate", "inherit")
         if kind == "input":
             self.child_opts = BoundsOptions(
                 method="crown", device=device, dtype=dtype, row_linear=self.clip,
@@ -240,9 +270,11 @@ class NodeBounder:
             self.child_opts = BoundsOptions(
                 method=child_method, iterations=iterations, device=device, dtype=dtype,
                 relu_coeffs=wants_coeffs, row_linear=self.clip,
-                intermediate=getattr(options, "relu_intermediate", "inherit"),
-                seed_beta=getattr(options, "seed_beta", True))
-        self.cheap_opts = replace(self.child_opts, method="crown", relu_coeffs=False)
+                intermediate=("crown" if relu_interm == "alpha" else relu_interm),
+                optimize_intermediate=relu_interm == "alpha",
+                seed_beta=getattr(options, "seed_beta", True), certify=certify)
+        self.cheap_opts = replace(self.child_opts, method="crown", relu_coeffs=False,
+                                  certify=False)
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device
         self.generator = torch.Generator().manual_seed(seed)
@@ -330,18 +362,37 @@ class NodeBounder:
                               milp_time_per_neuron=getattr(self.options,
                                                            "tighten_neuron_time", 1.0),
                               lp_pass=not self.root_opts.optimize_intermediate,
-                              jobs=getattr(self.options, "tighten_jobs", 1))
+                              jobs=getattr(self.options, "tighten_jobs", 1),
+                              priority=self._tighten_priority(root, pre))
         res = tighten_bounds(self.network, InputBox(root.lower, root.upper), pre, splits, opts)
         if all(np.array_equal(a, b) for a, b in zip((*res.lower, *res.upper), (*pre[0], *pre[1]),
                                                     strict=True)):
             return None
         lower, upper = list(state.lower), list(state.upper)
         for k, slot in enumerate(state.relu_slots):
-            lo = torch.as_tensor(res.lower[k], dtype=self.dtype, device=self.device)[None]
-            up = torch.as_tensor(res.upper[k], dtype=self.dtype, device=self.device)[None]
+            # Cast outwards: a float32 cast rounding a bound inwards made it invalid.
+            lo, up = outward(torch.as_tensor(res.lower[k], dtype=torch.float64)[None],
+                             torch.as_tensor(res.upper[k], dtype=torch.float64)[None],
+                             self.dtype)
+            lo, up = lo.to(self.device), up.to(self.device)
             lower[slot] = torch.maximum(lower[slot], lo)
             upper[slot] = torch.minimum(upper[slot], up)
         return NodeState(tuple(lower), tuple(upper), state.relu_slots, state.row_lower)
+
+    @staticmethod
+    def _tighten_priority(root: BoundedChild, pre: tuple[list[np.ndarray], list[np.ndarray]]
+                          ) -> tuple[np.ndarray, ...] | None:
+        """Per ReLU layer, how much each neuron's relaxation costs the worst row's bound:
+        ``|coefficient of its output| * -l u / (u - l)`` (BaBSR's estimate), when the root
+        kept the coefficients; the MILP tightening takes the costliest first."""
+        coeffs = None if root.state is None else root.state.relu_coeffs
+        if coeffs is None:
+            return None
+        out = []
+        for c, lo, hi in zip(coeffs, *pre, strict=True):
+            area = np.where((lo < 0) & (hi > 0), -lo * hi / np.maximum(hi - lo, 1e-300), 0.0)
+            out.append(np.abs(c[0].double().cpu().numpy()) * area)
+        return tuple(out)
 
     def bound_children(self, parents: list[Node], decisions: list[Any],
                        deadline: float | None = None) -> list[BoundedChild]:
@@ -418,6 +469,8 @@ class NodeBounder:
         free = self._free_unstable(batch, result.state)
         exhausted = (free == 0) | np.all(up - lo <= POINT_WIDTH, axis=1)
         out = []
+        parent_rows = None if batch.state is None else batch.state.row_lower
+        interm = self._interm_proofs(result) if result.interm_duals else None
         for b in range(batch.batch_size):
             keep = not (infeasible[b] or node_lb[b] > 0 or clipped[b])
             payload = Payload(
@@ -430,8 +483,62 @@ class NodeBounder:
                                     bool(exhausted[b]),
                                     "clip" if clipped[b] and not infeasible[b] else method,
                                     payload, int(free[b]), per_disjunct_np[b],
-                                    bool(shrunk[b])))
+                                    bool(shrunk[b]), (box[0][b], box[1][b]),
+                                    self._proofs(result, b, parent_rows), interm,
+                                    self._clip_nus(result, b) if shrunk[b] else None))
         return out
+
+    def _clip_nus(self, result: BoundResult, b: int) -> np.ndarray | None:
+        """Return (R, sum n_l) coefficients of every row of node b (optimised rows only)."""
+        if not result.duals:
+            return None
+        return torch.cat([d[b] for d in result.duals], dim=1).double().cpu().numpy()
+
+    # ------------------------------------------------------------------ certificates
+    def _proofs(self, result: BoundResult, b: int, parent_rows: torch.Tensor | None
+                ) -> tuple[tuple[int, np.ndarray, np.ndarray], ...]:
+        """Return the dual proofs of the disjuncts that node b's own bounds exclude (and
+        no ancestor's did): per disjunct its best row's weights and coefficients."""
+        if result.duals is None or result.own_rows is None:
+            return ()
+        out = []
+        for k, rows in enumerate(self.groups):
+            rows = rows.to(result.own_rows.device)
+            if parent_rows is not None and bool((parent_rows[b, rows] > 0).any()):
+                continue
+            own = result.own_rows[b, rows]
+            j = int(own.argmax())
+            if not bool(own[j] > 0):
+                continue
+            r = int(rows[j])
+            nu = (torch.cat([d[b, r] for d in result.duals]).double().cpu().numpy()
+                  if result.duals else np.zeros(0))
+            out.append((k, self.row_weights[r], nu))
+        return tuple(out)
+
+    def _interm_proofs(self, result: BoundResult
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Return the root's intermediate-bound proofs as flat arrays (node 0 of a batch)."""
+        sizes = self.net.relu_sizes
+        width = sum(sizes)
+        layer, unit, sign, nus = [], [], [], []
+        for slot, index, lower, upper in result.interm_duals:
+            k = self.net.relu_slots.index(slot)
+            for s_, parts in ((1, lower), (-1, upper)):
+                block = np.zeros((index.numel(), width))
+                col = 0
+                for t in parts:
+                    block[:, col:col + t.shape[2]] = t[0].double().cpu().numpy()
+                    col += t.shape[2]
+                layer.append(np.full(index.numel(), k))
+                unit.append(index.cpu().numpy())
+                sign.append(np.full(index.numel(), s_))
+                nus.append(block)
+        if not layer:
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int8),
+                    np.zeros((0, width)))
+        return (np.concatenate(layer), np.concatenate(unit),
+                np.concatenate(sign).astype(np.int8), np.vstack(nus))
 
     def _clipped(self, result: BoundResult, lo: np.ndarray,
                  up: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -554,13 +661,24 @@ class NodeBounder:
         masks = [m[0].cpu().numpy() for m in payload.masks]
         box = InputBox(node.lower, node.upper)
         best, cand = np.inf, None
-        for disjunct in self.prop.unsafe.disjuncts:
+        proofs: list[tuple[int, np.ndarray, np.ndarray]] = []
+        farkas = False
+        for k, disjunct in enumerate(self.prop.unsafe.disjuncts):
             try:
-                res = solve_fixed_node(self.network, box, (lowers, uppers), masks, disjunct,
-                                       HighsOptions(time_limit=time_limit, presolve=False))
+                relax = fixed_node_relaxation(self.network, box, (lowers, uppers), masks,
+                                              disjunct)
             except ValueError:
                 return LeafVerdict(-np.inf, False, None)
+            res = lp_lower_bound(relax, HighsOptions(time_limit=time_limit, presolve=False))
             if res.candidate is not None and (cand is None or res.lower < best):
                 cand = res.candidate
             best = min(best, res.lower)
-        return LeafVerdict(best, bool(np.isinf(best) and best > 0), cand)
+            if res.lower > 0 and res.row_duals is not None:
+                weights, nu = dual_proof(relax, res.row_duals)
+                if np.isinf(res.lower):
+                    # a Farkas ray: a proof that the node is empty (no objective involved)
+                    weights = np.zeros_like(weights)
+                proofs.append((k, weights, nu))
+            farkas |= bool(np.isinf(res.lower) and res.lower > 0 and res.row_duals is None)
+        return LeafVerdict(best, bool(np.isinf(best) and best > 0), cand, tuple(proofs),
+                           farkas)

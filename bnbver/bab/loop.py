@@ -26,7 +26,9 @@ from bnbver.attack import falsify_boxes
 from bnbver.bab.bounding import BoundedChild, NodeBounder
 from bnbver.bab.branching import choose_branches, default_heuristic, validate_heuristic
 from bnbver.bab.node import Frontier, Node
+from bnbver.bab.proof import ProofBuilder
 from bnbver.bab.record import TreeRecorder
+from bnbver.check.format import ProofFile
 from bnbver.network import Conv2d, Network
 from bnbver.result import Certificate, Leaf, Result, Stats, Status, validate_counterexample
 from bnbver.spec import Property
@@ -80,7 +82,10 @@ class BabOptions:
             ACAS Xu search time, results/README.md) or "crown", "forward", "inherit".
         relu_intermediate: intermediate bounds of ReLU-split children: "inherit" (the
             parent's, clamped by the new split and interval propagation) or "crown"
-            (recomputed by CROWN with the node's splits, intersected with the parent's).
+            (recomputed by CROWN with the node's splits, intersected with the parent's) or
+            "alpha" (recomputed by alpha-beta-CROWN with the split constraints, as
+            alpha-beta-CROWN's optimised intermediate bounds; layers before every split of
+            the batch keep the parent's).
         seed_beta: start each ReLU child's new split multiplier where its parent's relaxation
             puts it (``BoundsOptions.seed_beta``).
         stall_rounds: with ReLU splits, when the global lower bound rose by less than
@@ -96,6 +101,10 @@ class BabOptions:
         attack_nodes: with input splits, each round runs a short PGD inside the boxes of
             this many of the popped parents (the lowest bounds: where counterexamples are
             most likely), within ``attack_share`` of the search time (0 disables).
+        certify: "off", "on" (an ``unsat`` carries a proof that ``bnbver check`` re-verifies;
+            leaves closed by a MILP are marked uncertified) or "strict" (no MILP closes a
+            node: they are branched further, so every leaf is certified). See
+            :func:`certify_options` for what a certified run changes.
     """
 
     split: str = "auto"
@@ -127,6 +136,7 @@ class BabOptions:
     stall_share: float = 0.3
     attack_nodes: int = 64
     attack_share: float = 0.1
+    certify: str = "off"
 
 
 @dataclass
@@ -152,6 +162,7 @@ class _Search:
     stall_checked: int = 0
     stall_seconds: float = 0.0
     undecided: list[Node] = field(default_factory=list)
+    proof: ProofBuilder | None = None
     milp_tried: set[int] = field(default_factory=set)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     root_disjuncts: np.ndarray | None = None
@@ -200,15 +211,57 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
         log.info("no answer in %.0f s: tightening the root (%s) and searching again",
                  options.tighten_after, options.tighten)
         options = replace(options, tighten_after=0.0)
-    search = _Search(network, prop, options, NodeBounder(network, prop, options, kind, seed),
+    options = certify_options(options)
+    bounder = NodeBounder(network, prop, options, kind, seed)
+    search = _Search(network, prop, options, bounder,
                      Frontier(options.memory_cap), stats, [],
                      TreeRecorder(options.record), deadline, time.monotonic(), kind,
                      root_splits or SplitSet(), should_stop, max_open,
-                     rng=np.random.default_rng(seed))
+                     rng=np.random.default_rng(seed), proof=_proof_builder(bounder, prop))
     try:
         return _search(search)
     finally:
         search.recorder.close()
+
+
+def certify_options(options: BabOptions) -> BabOptions:
+    """Return the options a run with certificates uses (``certify`` "on" or "strict").
+
+    Every closing argument must be one the checker can re-derive or re-evaluate: the forward
+    symbolic intermediate bounds of input splits become CROWN's, root tightening by LP/MILP
+    is off, subtrees run in this process (one tree), and "strict" also turns off the MILPs
+    that would close nodes without a checkable proof.
+    """
+    if options.certify == "off":
+        return options
+    changes: dict[str, Any] = {}
+    if options.input_intermediate in ("forward", "forward-crown"):
+        changes["input_intermediate"] = "crown"
+    if options.relu_intermediate == "alpha":
+        changes["relu_intermediate"] = "crown"
+    if options.tighten != "none":
+        log.warning("certificates: root tightening (%s) is switched off", options.tighten)
+        changes["tighten"] = "none"
+    if options.jobs > 1:
+        changes["jobs"] = 1
+    if options.certify == "strict":
+        changes.update(milp_max_unstable=0, stall_rounds=0)
+    return replace(options, **changes)
+
+
+def _proof_builder(bounder: NodeBounder, prop: Property) -> ProofBuilder | None:
+    if getattr(bounder.options, "certify", "off") == "off":
+        return None
+    return ProofBuilder(bounder.kind == "input", bounder.child_opts.intermediate != "inherit",
+                        sum(bounder.net.relu_sizes),
+                        max(h.C.shape[0] for h in prop.unsafe.disjuncts))
+
+
+def _proof_file(s: _Search) -> ProofFile | None:
+    if s.proof is None:
+        return None
+    return ProofFile((s.proof.tree(),), tuple(s.bounder.net.relu_sizes),
+                     s.network.input_size)
 
 
 def _merge_probe(stats: Stats, probe: Stats, seconds: float, final: bool) -> None:
@@ -264,8 +317,8 @@ def _search(s: _Search) -> Result:
         return Result(Status.UNKNOWN, stats=s.stats, message=(
             f"{len(s.undecided)} fully split leaves were neither closed nor falsified (their "
             f"LPs are numerically ambiguous: a margin within rounding of 0)"))
-    return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
-                  **_bound_fields(s, _leaves_bound(s)))
+    return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves), _proof_file(s)),
+                  stats=s.stats, **_bound_fields(s, _leaves_bound(s)))
 
 
 def _round(s: _Search) -> Result | None:
@@ -370,6 +423,8 @@ def _prune(s: _Search, children: list[BoundedChild], parents: list[Node | None],
     made = decisions or [None] * len(children)
     for child, parent, suspect, dec in zip(children, parents, suspicious, made, strict=True):
         node = _as_node(s, child, parent, dec)
+        if s.proof is not None:
+            s.proof.add(node, child)
         s.stats.nodes += 1
         s.stats.max_depth = max(s.stats.max_depth, node.depth)
         if child.infeasible or child.lower_bound > SOUNDNESS_EPS:
@@ -411,6 +466,8 @@ def _close(s: _Search, node: Node, parent: Node | None, method: str) -> None:
     """Record ``node`` as a closed leaf; its ``lower_bound`` is the proven bound."""
     s.leaves.append(Leaf(node.lower, node.upper, node.splits, node.lower_bound, method))
     s.recorder.node(node, parent, method, time.monotonic() - s.started, method)
+    if s.proof is not None:
+        s.proof.close(node.node_id, method)
 
 
 def _unsafe_candidates(s: _Search, children: list[BoundedChild]) -> np.ndarray:
@@ -449,7 +506,10 @@ def _decide_leaf(s: _Search, node: Node, parent: Node | None) -> Result | None:
         if cex is not None:
             return Result(Status.VIOLATED, cex, stats=s.stats, message="found by leaf LP")
     if verdict.lower_bound > SOUNDNESS_EPS or verdict.infeasible:
-        _close(s, replace(node, lower_bound=verdict.lower_bound), parent, "lp")
+        if s.proof is not None:
+            s.proof.add_proofs(node.node_id, verdict.proofs)
+        _close(s, replace(node, lower_bound=verdict.lower_bound), parent,
+               "lp-farkas" if verdict.farkas else "lp")
         return None
     # Numerically ambiguous (a margin within the LP's rounding of 0): this leaf can only end
     # in "unknown", but the rest of the tree may still hold a counterexample, so go on.

@@ -31,6 +31,10 @@ from bnbver.bounds import rounding
 
 #: Passes over the rows of a disjunct.
 PASSES = 2
+#: Extra slack (relative to the row's magnitude) so that the independent checker
+#: (``bnbver.check``), which recomputes the rows with its own code and rounding allowance,
+#: never finds a clipped box too small: their constants differ by about 1e-13 relative.
+REPLAY_SLACK = 1e-9
 
 
 def _clip_row(a: Tensor, c: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -40,7 +44,7 @@ def _clip_row(a: Tensor, c: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Ten
     """
     lows = torch.minimum(a * lo, a * hi)
     mag = (a.abs() * rounding.box_magnitude(lo, hi)).sum(dim=1) + c.abs()
-    err = rounding.gamma(a.shape[1] + 4, a.dtype) * mag * 2.0
+    err = (rounding.gamma(a.shape[1] + 4, a.dtype) * 2.0 + REPLAY_SLACK) * mag
     slack = rounding.up(-(c + lows.sum(dim=1)) + err)
     empty = slack < 0
     reach = rounding.up(slack.clamp(min=0).unsqueeze(1) / a.abs())

@@ -38,6 +38,7 @@ from bnbver.bounds.forward import forward_bounds, supports_forward
 from bnbver.bounds.interval import clamp_splits, crossing, slot_input_interval, slot_split
 from bnbver.bounds.linear import (
     ErrorVectors,
+    Linear,
     Relax,
     backward,
     crown_rows,
@@ -81,21 +82,11 @@ def _as(t: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
     return torch.as_tensor(t).to(dtype=dtype, device=device)
 
 
-def _outward(lo64: Tensor, hi64: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Round a float64 box to ``dtype`` outwards, so the rounded box contains the original."""
-    lo, hi = lo64.to(dtype), hi64.to(dtype)
-    if dtype == torch.float64:
-        return lo, hi
-    lo = torch.where(lo.double() > lo64, torch.nextafter(lo, torch.full_like(lo, -torch.inf)), lo)
-    hi = torch.where(hi.double() < hi64, torch.nextafter(hi, torch.full_like(hi, torch.inf)), hi)
-    return lo, hi
-
-
 def _validate_batch(net: BoundedNetwork, batch: NodeBatch) -> tuple[NodeBatch, Tensor, Tensor]:
     """Return the batch in the network's dtype/device and its float64 box, or raise."""
     lo64 = _as(batch.lower, torch.float64, net.device)
     hi64 = _as(batch.upper, torch.float64, net.device)
-    lo, hi = _outward(lo64, hi64, net.dtype)
+    lo, hi = rounding.outward(lo64, hi64, net.dtype)
     if lo.ndim != 2 or lo.shape != hi.shape or lo.shape[1] != net.input_size:
         raise InputError("batch.lower/upper",
                          f"must both be (B, {net.input_size}), got {tuple(lo.shape)} and "
@@ -217,10 +208,18 @@ def _graph_errors(net: BoundedNetwork, relax: Sequence[Relax], lo: Tensor, hi: T
     return errs
 
 
+InterimProof = tuple[int, Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]
+
+
 def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tensor, Tensor],
                  relax: Sequence[Relax], errs: ErrorVectors, options: BoundsOptions,
-                 deadline: float | None = None) -> tuple[Tensor, Tensor]:
-    """Return CROWN (or alpha-CROWN) bounds (B, K) of the neurons ``index`` of ``slot``."""
+                 deadline: float | None = None,
+                 proofs: list[InterimProof] | None = None) -> tuple[Tensor, Tensor]:
+    """Return CROWN (or alpha-CROWN) bounds (B, K) of the neurons ``index`` of ``slot``.
+
+    With ``proofs`` (certificates), the alpha-optimised bounds' dual coefficients are
+    appended to it as ``(slot, index, lower, upper)``.
+    """
     lo, hi = box
     if not (options.optimize_intermediate and options.method in ("alpha", "beta")):
         return crown_slot(net, slot, index, lo, hi, relax, errs)
@@ -230,16 +229,33 @@ def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tenso
     alpha0 = initial_alpha(relax, layers, lo.shape[0], rows)
     beta0 = (initial_beta(relax, layers, lo.shape[0], rows, None)
              if options.method == "beta" else None)
-    best = optimize(net, start, lin0, lo, hi, relax, errs, alpha0, beta0, options,
-                    deadline).lower
+    opt = optimize(net, start, lin0, lo, hi, relax, errs, alpha0, beta0, options, deadline)
     k = index.numel()
-    return best[:, :k], -best[:, k:]
+    if proofs is not None:
+        nus = _record_nu(net, start, lin0, relax, errs, opt, len(layers))
+        proofs.append((slot, index, tuple(t[:, :k] for t in nus),
+                       tuple(t[:, k:] for t in nus)))
+    return opt.lower[:, :k], -opt.lower[:, k:]
+
+
+def _record_nu(net: BoundedNetwork, start: int, lin0: Linear, relax: Sequence[Relax],
+               errs: ErrorVectors, opt: Optimized, n_layers: int) -> tuple[Tensor, ...]:
+    """Return per ReLU layer the pre-activation coefficients of the best bound (B, R, n_l).
+
+    One backward pass with the best alpha/beta recomputes what ``optimize`` kept only as
+    slopes: the dual certificate of each row (:mod:`bnbver.check`).
+    """
+    rec: list[Tensor | None] = [None] * n_layers
+    beta = None if opt.beta is None else list(opt.beta)
+    backward(net, start, lin0, relax, errs, list(opt.alpha), beta, record_nu=rec)
+    b = opt.lower.shape[0]
+    return tuple(t.detach().expand(b, -1, -1) for t in rec if t is not None)
 
 
 def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Tensor],
                  ups: list[Tensor], relax: list[Relax], errs: list[Tensor | None],
-                 refine: bool, options: BoundsOptions,
-                 deadline: float | None = None) -> tuple[Tensor, Tensor]:
+                 refine: bool, options: BoundsOptions, deadline: float | None = None,
+                 proofs: list[InterimProof] | None = None) -> tuple[Tensor, Tensor]:
     """Return the bounds (B, n_s) of the input of ``slot`` given the slots before it."""
     lo, hi = slot_input_interval(net, slot, lows, ups, batch.lower, batch.upper)
     if batch.state is not None:
@@ -247,7 +263,8 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
         hi = torch.minimum(hi, batch.state.upper[slot])
     split = slot_split(net, batch.splits, slot)
     lo, hi = clamp_splits(lo, hi, split)
-    if refine and options.method != "ibp" and _produced_by_affine(net, slot):
+    if (refine and options.method != "ibp" and _produced_by_affine(net, slot)
+            and _split_before(net, batch, slot, options)):
         extend_errors(net, errs, relax, batch.lower, batch.upper, net.slot_ops[slot])
         need = _refine_need(net, slot, lo, hi, split)
         index = need.any(dim=0).nonzero().flatten()
@@ -255,13 +272,25 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
             return _refine_per_node(net, slot, need, (lo, hi), batch, relax, errs, split)
         if index.numel():
             c_lo, c_hi = _refine_slot(net, slot, index, (batch.lower, batch.upper), relax,
-                                      errs, options, deadline)
+                                      errs, options, deadline, proofs)
             use = need.index_select(1, index)
             old_lo, old_hi = lo.index_select(1, index), hi.index_select(1, index)
             lo = lo.index_copy(1, index, torch.where(use, torch.maximum(old_lo, c_lo), old_lo))
             hi = hi.index_copy(1, index, torch.where(use, torch.minimum(old_hi, c_hi), old_hi))
             lo, hi = clamp_splits(lo, hi, split)
     return lo, hi
+
+
+def _split_before(net: BoundedNetwork, batch: NodeBatch, slot: int,
+                  options: BoundsOptions) -> bool:
+    """False when re-optimising ``slot``'s bounds of ReLU-split children cannot gain over the
+    inherited ones: no node of the batch is split in a ReLU layer before the slot (a split
+    changes only the bounds of the layers after it). Only for optimised intermediate bounds
+    of children (input-split children change their box and always recompute)."""
+    if batch.state is None or not options.optimize_intermediate:
+        return True
+    return any(s < slot and bool((batch.splits[k] != 0).any())
+               for k, s in enumerate(net.relu_slots))
 
 
 def _per_node_pays(net: BoundedNetwork, slot: int, need: Tensor, index: Tensor,
@@ -318,6 +347,7 @@ class Intermediate:
     errs: list[Tensor | None]
     infeasible: Tensor
     fwd_rows: Tensor | None
+    proofs: tuple[InterimProof, ...] = ()
 
 
 def _intermediate_rows(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions,
@@ -349,17 +379,18 @@ def _slot_loop(net: BoundedNetwork, batch: NodeBatch, refine: bool, options: Bou
     ups: list[Tensor] = []
     relax: list[Relax] = []
     errs: list[Tensor | None] = []
+    proofs: list[InterimProof] | None = [] if options.certify else None
     infeasible = torch.zeros(batch.batch_size, dtype=torch.bool, device=net.device)
     for slot in range(len(net.slot_ops)):
         lo, hi = _slot_bounds(net, slot, batch, lows, ups, relax, errs, refine, options,
-                              deadline)
+                              deadline, proofs)
         infeasible |= crossing(lo, hi, tol)
         lows.append(lo)
         ups.append(hi)
         relax.append(_make_relax(net, slot, lo, hi, slot_split(net, batch.splits, slot),
                                  parent))
     extend_errors(net, errs, relax, batch.lower, batch.upper, len(net.ops))
-    return Intermediate(lows, ups, relax, errs, infeasible, None)
+    return Intermediate(lows, ups, relax, errs, infeasible, None, tuple(proofs or ()))
 
 
 def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
@@ -474,7 +505,14 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions | 
                           None if best is None else best.beta)
         relu_coeffs = (_relu_coefficients(net, inter, best, rows)
                        if options.relu_coeffs and options.method != "ibp" else None)
-    return BoundResult(rows, cand, inter.infeasible, state, worst, relu_coeffs, row_linear)
+        duals = None
+        if options.certify and best is not None:
+            start, lin0 = final_start(net, inter.errs)
+            duals = _record_nu(net, start, lin0, inter.relax, inter.errs, best,
+                               len(net.relu_slots))
+    own = None if best is None else best.lower
+    return BoundResult(rows, cand, inter.infeasible, state, worst, relu_coeffs, row_linear,
+                       own, duals, inter.proofs)
 
 
 def _relu_coefficients(net: BoundedNetwork, inter: Intermediate, best: Optimized | None,

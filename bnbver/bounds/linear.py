@@ -322,7 +322,8 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
              errs: ErrorVectors, alpha: Sequence[Tensor] | None = None,
              beta: Sequence[Tensor | None] | None = None,
              record: list[Tensor | None] | None = None,
-             seed_beta: bool = False) -> Linear:
+             seed_beta: bool = False,
+             record_nu: list[Tensor | None] | None = None) -> Linear:
     """Propagate a lower bound on the output of ``ops[start]`` back to the input.
 
     Args:
@@ -337,12 +338,15 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
             ReLU layer's *output* in the bound (what BaBSR scores neurons with).
         seed_beta: fill, in place in the list ``beta``, every zero multiplier of a split
             neuron by :func:`seeded_beta` on the way (see there); needs ``alpha``.
+        record_nu: when given (one entry per ReLU layer), receives the coefficients of each
+            ReLU layer's *input* (the pre-activations): the bound's dual certificate.
 
     Returns:
         The bound in terms of the network input.
     """
     if not net.is_chain:
-        return _graph_backward(net, start, lin, relax, errs, alpha, beta, record, seed_beta)
+        return _graph_backward(net, start, lin, relax, errs, alpha, beta,
+                               (record, record_nu), seed_beta)
     unit = net.unit
     charged = False
     for i in range(start, -1, -1):
@@ -353,6 +357,8 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
         elif isinstance(op, ReluOp):
             v_prev = errs[i - 1] if i > 0 and isinstance(net.ops[i - 1], AffineOp) else None
             lin = _relu_step(op, lin, relax, unit, alpha, beta, record, seed_beta, v_prev)
+            if record_nu is not None:
+                record_nu[op.layer] = lin.a
             charged = v_prev is not None
         else:
             assert isinstance(op, PoolOp)
@@ -381,11 +387,14 @@ def _relu_step(op: ReluOp, lin: Linear, relax: Sequence[Relax], unit: float,
 
 def _graph_backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax],
                     errs: ErrorVectors, alpha: Sequence[Tensor] | None,
-                    beta: Sequence[Tensor | None] | None, record: list[Tensor | None] | None,
+                    beta: Sequence[Tensor | None] | None,
+                    records: tuple[list[Tensor | None] | None, list[Tensor | None] | None],
                     seed_beta: bool) -> Linear:
     """:func:`backward` over a DAG: ops in reverse topological order, each handing its
     output's coefficient to its inputs; a tensor's coefficients from several readers are
-    summed (:func:`_accumulate`) before its own op moves them on."""
+    summed (:func:`_accumulate`) before its own op moves them on. ``records`` are
+    ``backward``'s ``record`` and ``record_nu`` (a ReLU's input coefficient from that ReLU)."""
+    record, record_nu = records
     unit = net.unit
     coeffs: dict[int, Tensor] = {start: lin.a}
     bias, err = lin.bias, lin.err
@@ -405,6 +414,8 @@ def _graph_backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequenc
                 charged.add(j)
             cur = _relu_step(op, cur, relax, unit, alpha, beta, record, seed_beta,
                              errs[j] if fused else None)
+            if record_nu is not None:
+                record_nu[op.layer] = cur.a
         elif isinstance(op, PoolOp):
             px = relax[op.slot]
             assert isinstance(px, PoolRelax)

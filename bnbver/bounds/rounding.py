@@ -72,6 +72,17 @@ def up(t: Tensor) -> Tensor:
     return torch.nan_to_num(out, nan=math.inf, posinf=math.inf, neginf=-math.inf)
 
 
+def outward(lo64: Tensor, hi64: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Round float64 bounds to ``dtype`` outwards: the rounded interval contains the original
+    (a cast rounds to nearest, which can move a bound inwards)."""
+    lo, hi = lo64.to(dtype), hi64.to(dtype)
+    if dtype == torch.float64:
+        return lo, hi
+    lo = torch.where(lo.double() > lo64, torch.nextafter(lo, torch.full_like(lo, -math.inf)), lo)
+    hi = torch.where(hi.double() < hi64, torch.nextafter(hi, torch.full_like(hi, math.inf)), hi)
+    return lo, hi
+
+
 def box_magnitude(lo: Tensor, hi: Tensor) -> Tensor:
     """Return ``max(|lo|, |hi|)`` elementwise: a bound on ``|x|`` over the box (exact)."""
     return torch.maximum(lo.abs(), hi.abs())

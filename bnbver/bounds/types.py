@@ -77,6 +77,10 @@ class BoundsOptions:
         seed_beta: start beta-CROWN's zero multipliers of split neurons where the unsplit
             relaxation of the neuron puts them (``bnbver.bounds.linear.seeded_beta``), so a
             child starts at its parent's bound instead of below it.
+        certify: also return the dual certificates of optimised bounds: per ReLU layer the
+            pre-activation coefficients of every final row (``BoundResult.duals``) and of
+            every alpha-optimised intermediate bound (``BoundResult.interm_duals``), which
+            ``bnbver.check`` re-evaluates.
         device: torch device of the prepared network and every returned tensor.
         dtype: floating dtype; None means float64 on the CPU and float32 elsewhere.
     """
@@ -91,6 +95,7 @@ class BoundsOptions:
     relu_coeffs: bool = False
     row_linear: bool = False
     seed_beta: bool = True
+    certify: bool = False
     device: str = "cpu"
     dtype: torch.dtype | None = None
 
@@ -242,6 +247,12 @@ class BoundResult:
             every x in the node's box (and the node's splits), one linear lower bound per
             row, safety margin included (only with ``BoundsOptions.row_linear``; None for
             ``method="ibp"``).
+        own_rows: (B, R) the rows' own bounds, before the intersection with the parent's.
+        duals: per ReLU layer (B, R, n_l) the pre-activation coefficients of the optimised
+            final rows (``certify`` with alpha/beta only).
+        interm_duals: per slot refined by alpha-CROWN, ``(slot, index (K,), lower, upper)``
+            with per ReLU layer before the slot (B, K, n_l) coefficients of each neuron's
+            lower and (negated) upper bound (``certify`` with ``optimize_intermediate``).
     """
 
     row_lower: Tensor
@@ -251,6 +262,9 @@ class BoundResult:
     input_coeffs: Tensor | None = None
     relu_coeffs: tuple[Tensor, ...] | None = None
     row_linear: tuple[Tensor, Tensor] | None = None
+    own_rows: Tensor | None = None
+    duals: tuple[Tensor, ...] | None = None
+    interm_duals: tuple[tuple[int, Tensor, tuple[Tensor, ...], tuple[Tensor, ...]], ...] = ()
 
     @property
     def pre_lower(self) -> tuple[Tensor, ...]:

@@ -26,6 +26,7 @@ from bnbver.commands.common import (
     float_list,
     int_list,
     quiet,
+    read_rows,
 )
 from bnbver.errors import InputError
 from bnbver.progress import Progress
@@ -166,16 +167,7 @@ def _missing(tasks: list[Task], kept: list[dict[str, str]]) -> list[Task]:
 
 
 def _kept_rows(out: Path) -> list[dict[str, str]]:
-    """Return the rows of an earlier ``--out`` ([] when there is none or it is empty).
+    """Return the rows already in ``out`` (a certify CSV) for ``--resume``."""
+    return read_rows(out, FIELDS)
 
-    Raises:
-        InputError: the file has other columns (it is not a certify CSV).
-    """
-    if not out.exists() or out.stat().st_size == 0:
-        return []
-    with out.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != FIELDS:
-            raise InputError(str(out), f"--resume: expected the columns {','.join(FIELDS)}, "
-                             f"found {','.join(reader.fieldnames or [])}")
-        return list(reader)
+

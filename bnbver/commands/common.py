@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import math
 import os
 from pathlib import Path
@@ -90,3 +91,35 @@ def check_positive(value: float | None, flag: str, integer: bool = False) -> Non
     ok = value >= 1 if integer else (math.isfinite(value) and value > 0)
     if not ok:
         raise InputError(flag, f"must be {'>= 1' if integer else '> 0'}, got {value:g}")
+
+
+def process_age() -> float:
+    """Return the seconds since this process started (0 where the OS does not say).
+
+    A VNN-COMP harness times the whole process, interpreter start-up and imports included
+    (seconds on a loaded machine), so ``verify`` deducts them from its time limit.
+    """
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        start_ticks = int(fields[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        age = uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return max(age, 0.0)
+
+
+def read_rows(out: Path, fields: list[str]) -> list[dict[str, str]]:
+    """Return the rows of a results CSV that ``--resume`` keeps ([] when there is none).
+
+    Raises:
+        InputError: the file has other columns than ``fields`` (another command's CSV).
+    """
+    if not out.exists() or out.stat().st_size == 0:
+        return []
+    with out.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames != fields:
+            raise InputError(str(out), f"--resume: expected the columns {','.join(fields)}, "
+                             f"found {','.join(reader.fieldnames or [])}")
+        return list(reader)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnbver.commands.common import check_positive, check_writable, quiet
+from bnbver.commands.common import check_positive, check_writable, quiet, read_rows
 from bnbver.errors import InputError
 from bnbver.progress import Progress
 
@@ -168,19 +168,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _kept_rows(out: Path) -> list[dict[str, str]]:
-    """Return the rows of an earlier ``--out`` file ([] when there is none or it is empty).
-
-    Raises:
-        InputError: the file exists but has other columns (it is not a run-suite CSV).
-    """
-    if not out.exists() or out.stat().st_size == 0:
-        return []
-    with out.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames != FIELDS:
-            raise InputError(str(out), f"--resume: expected the columns {','.join(FIELDS)}, "
-                             f"found {','.join(reader.fieldnames or [])}")
-        return list(reader)
+    """Return the rows already in ``out`` (a run-suite CSV) for ``--resume``."""
+    return read_rows(out, FIELDS)
 
 
 def _count(counts: dict[str, int], row: dict[str, str]) -> bool:

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from bnbver.commands.common import check_positive, check_writable, quiet
+from bnbver.commands.common import check_positive, check_writable, process_age, quiet
 from bnbver.driver import VerifierOptions, parse_options, validate_device, verify
 from bnbver.io.loaders import load_network, load_properties
 from bnbver.result import Result, Status, format_vnncomp
@@ -44,6 +44,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="write the search tree as JSON lines (one line per node)")
     parser.add_argument("--json", action="store_true",
                         help="print the result as one JSON object instead of the status word")
+    parser.add_argument("--certificate", default=None, metavar="FILE",
+                        help="on unsat, write a proof (.npz) that `bnbver check` re-verifies "
+                             "(turns certificates on; --option certify=strict also forbids "
+                             "leaves that only a MILP solver closed)")
 
 
 def summary(result: Result) -> str:
@@ -58,11 +62,12 @@ def summary(result: Result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Verify and write the result; exit 0 whatever the verdict (1 on a solver error)."""
-    start = time.monotonic()
+    start = time.monotonic() - process_age()
     check_positive(args.timeout, "--timeout")
     check_positive(args.jobs, "--jobs", integer=True)
     validate_device(args.device)
-    for path, flag in ((args.out, "--out"), (args.record, "--record")):
+    for path, flag in ((args.out, "--out"), (args.record, "--record"),
+                       (args.certificate, "--certificate")):
         if path:
             check_writable(path, flag)
     network = load_network(args.net)
@@ -72,12 +77,16 @@ def run(args: argparse.Namespace) -> int:
         branching=args.branching, split=args.split, jobs=args.jobs, device=args.device,
         tighten=args.tighten, record=args.record,
     )
+    if args.certificate:
+        kwargs["certify"] = "on"
     kwargs.update(parse_options(args.option))  # --option NAME=VALUE wins
     options = VerifierOptions.from_kwargs(**kwargs)
     result = verify(network, props, options, source_path=args.net)
     text = format_vnncomp(result)
     if args.out:
         Path(args.out).write_text(text)
+    if args.certificate and result.status is Status.HOLDS and result.certificate is not None:
+        result.certificate.save(args.certificate)
     print(json.dumps(result.to_dict()) if args.json else text.splitlines()[0])
     if not quiet(args):
         print(summary(result), file=sys.stderr)

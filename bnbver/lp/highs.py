@@ -23,8 +23,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import highspy
 import numpy as np
@@ -170,11 +172,29 @@ def _check(status: highspy.HighsStatus, what: str) -> None:
         raise SolverError(f"HiGHS {what} failed")
 
 
-def solve(lp: LinearProgram, options: HighsOptions | None = None) -> LpSolution:
-    """Solve ``lp`` (an LP, or a MIP when it has integer columns) from scratch with HiGHS."""
+#: A MIP stop rule: (dual bound, incumbent objective) -> True to stop the solve now.
+StopRule = Callable[[float, float], bool]
+
+
+def solve(lp: LinearProgram, options: HighsOptions | None = None,
+          stop: StopRule | None = None) -> LpSolution:
+    """Solve ``lp`` (an LP, or a MIP when it has integer columns) from scratch with HiGHS.
+
+    ``stop`` (MIPs only) is polled by HiGHS's interrupt callback with the current dual bound
+    and incumbent; when it returns True the solve ends (status TIME_LIMIT, with the dual
+    bound reached so far): e.g. as soon as a bound has decided a neuron's sign.
+    """
     options = options or HighsOptions()
     h = new_highs(options)
     _check(h.passModel(to_highs_lp(lp)), "passModel")
+    if stop is not None and _is_mip(lp):
+        def interrupt(kind: Any, message: Any, data_out: Any, data_in: Any,
+                      user: Any) -> None:
+            if stop(float(data_out.mip_dual_bound), float(data_out.objective_function_value)):
+                data_in.user_interrupt = True
+
+        h.setCallback(interrupt, None)
+        h.startCallback(highspy.cb.HighsCallbackType.kCallbackMipInterrupt)
     t0 = time.perf_counter()
     h.run()
     return read_solution(h, _is_mip(lp), time.perf_counter() - t0)

@@ -14,8 +14,11 @@ node, the model goes through :func:`solver_safe`:
    up): the new program contains every point of the old one, so its infeasibility and its
    dual bounds still hold for the old one;
 3. the claim is trusted only when every column bound is finite and at most ``MAX_BOUND`` in
-   magnitude and every finite row bound at most ``MAX_RHS`` after scaling (beyond them, the
-   solver's absolute tolerances are no longer small against the numbers it compares).
+   magnitude, every column that is not fixed is at least ``MIN_WIDTH`` wide relative to its
+   magnitude, and every finite row bound is at most ``MAX_RHS`` after scaling (beyond them,
+   the solver's tolerances are no longer small against the numbers it compares);
+4. the caller confirms an "infeasible" by a second solve without presolve
+   (``bnbver.milp.decide_milp``).
 
 Nothing here is a proof: it is the checked, logged precondition that the soundness rule asks
 of the claims no float64 check can certify; a model that fails it leaves the node open.
@@ -39,6 +42,10 @@ DROP = 1e-7
 MAX_BOUND = 1e7
 #: Largest finite row bound magnitude (after scaling) at which a claim is trusted.
 MAX_RHS = 1e9
+#: Smallest relative width of a column that is not fixed: below it the solver's tolerances
+#: (1e-7 to 1e-9) are no longer small against the range it reasons about, and its presolve
+#: was seen to declare a feasible model infeasible (a box 1.5e-6 wide around 0.96).
+MIN_WIDTH = 1e-5
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +107,11 @@ def _precondition(lp: LinearProgram, xmax: np.ndarray) -> str:
         return "a column has an infinite bound"
     if xmax.size and float(xmax.max()) > MAX_BOUND:
         return f"a column bound reaches {float(xmax.max()):.3g} > {MAX_BOUND:g}"
+    width = lp.col_upper - lp.col_lower
+    narrow = (width > 0) & (width < MIN_WIDTH * np.maximum(xmax, 1.0))
+    if np.any(narrow):
+        j = int(np.flatnonzero(narrow)[0])
+        return f"column {j} is only {float(width[j]):.3g} wide (< {MIN_WIDTH:g} relative)"
     rhs = np.concatenate([lp.row_lower, lp.row_upper])
     rhs = np.abs(rhs[np.isfinite(rhs)])
     if rhs.size and float(rhs.max()) > MAX_RHS:

@@ -604,6 +604,8 @@ class LpBound:
         candidate: its input part (a counterexample candidate to check by forward pass).
         seconds: solver time.
         iterations: simplex iterations.
+        row_duals: the solver's row duals (for a certificate), or the checked Farkas ray
+            of an infeasible program.
     """
 
     status: LpStatus
@@ -614,6 +616,7 @@ class LpBound:
     candidate: np.ndarray | None = None
     seconds: float = 0.0
     iterations: int = 0
+    row_duals: np.ndarray | None = None
 
     @property
     def closes(self) -> bool:
@@ -634,15 +637,18 @@ def interpret(
     """
     iters = int(sol.extra.get("iterations", 0))
     if sol.status is LpStatus.INFEASIBLE:
-        proven = ray is not None and any(
-            lagrangian_bound(lp, s * ray, np.zeros(lp.num_cols)) > 0.0 for s in (1.0, -1.0))
+        signs = [s for s in (1.0, -1.0) if ray is not None
+                 and lagrangian_bound(lp, s * ray, np.zeros(lp.num_cols)) > 0.0]
+        proven = bool(signs)
         status = LpStatus.INFEASIBLE if proven else LpStatus.ERROR
+        farkas = signs[0] * ray if proven and ray is not None else None
         return LpBound(status, np.inf if proven else -np.inf, seconds=sol.seconds,
-                       iterations=iters)
+                       iterations=iters, row_duals=farkas)
     dual = lagrangian_bound(lp, sol.row_duals) if sol.row_duals is not None else -np.inf
     lower = dual
     cand = None if sol.x is None else sol.x[x_cols].copy()
-    return LpBound(sol.status, lower, sol.objective, dual, sol.x, cand, sol.seconds, iters)
+    return LpBound(sol.status, lower, sol.objective, dual, sol.x, cand, sol.seconds, iters,
+                   sol.row_duals)
 
 
 def infeasible_bound() -> LpBound:
@@ -676,11 +682,42 @@ def solve_fixed_node(
     Raises:
         ValueError: some neuron is neither stable nor split.
     """
+    return lp_lower_bound(fixed_node_relaxation(network, box, bounds, splits, disjunct),
+                          options)
+
+
+def fixed_node_relaxation(network: Network, box: InputBox, bounds: Bounds | None,
+                          splits: Splits, disjunct: HalfSpaces) -> Relaxation:
+    """Return the (exact) LP of a node whose every ReLU is fixed (see solve_fixed_node).
+
+    Raises:
+        ValueError: some neuron is neither stable nor split.
+    """
     relax = build_relaxation(network, box, bounds, splits, disjunct)
     free = [int(r.reserved.sum()) for r in relax.columns.relus]
     if any(free):
         raise ValueError(f"solve_fixed_node: unfixed neurons per layer {free}")
-    return lp_lower_bound(relax, options)
+    return relax
+
+
+def dual_proof(relax: Relaxation, row_duals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return an LP's duals as a certificate (``bnbver.check``): the weights of the margin
+    rows and, per ReLU layer, the multipliers of the rows defining the pre-activations.
+
+    Each pre-activation column is defined by the first row that holds it (``encode_affine``
+    adds it before any row that uses it); the margin rows are those of the column t. With
+    every neuron fixed, these multipliers are the coefficients ``nu`` of the dual form, and
+    the checker's bound from them equals the LP's Lagrangian bound.
+    """
+    A = relax.lp.A.tocsc()
+    nus = []
+    for r in relax.columns.relus:
+        rows = [int(A.indices[A.indptr[j]:A.indptr[j + 1]].min()) for j in r.z]
+        nus.append(np.asarray(row_duals)[rows])
+    t = relax.columns.margin
+    margin_rows = np.sort(A.indices[A.indptr[t]:A.indptr[t + 1]])
+    weights = np.maximum(np.asarray(row_duals)[margin_rows], 0.0)
+    return weights, np.concatenate(nus) if nus else np.zeros(0)
 
 
 class NodeLp:

@@ -78,6 +78,13 @@ class TightenOptions:
             better point lies in it). The first ReLU layer then gets the exact range over
             box and ball (:func:`~bnbver.lp.intervals.l1_ball_interval`), and every LP and
             MILP carries the ball as rows.
+        stop_at_sign: end a neuron's MILP as soon as its sign is decided (the dual bound
+            passes 0: the neuron is stable on that side; or an incumbent does: no bound on
+            that side can make it stable), keeping the dual bound reached, instead of
+            spending ``milp_time_per_neuron`` on proving optimality.
+        priority: per ReLU layer (n_l,) scores; neurons with higher scores are tightened
+            first (None: the widest triangle relaxation first, ``-l u / (u - l)``), so a
+            deadline cuts off the neurons that matter least.
     """
 
     mode: str = "lp"
@@ -88,6 +95,8 @@ class TightenOptions:
     jobs: int = 1
     layers: tuple[int, ...] | None = None
     l1_ball: tuple[np.ndarray, float] | None = None
+    stop_at_sign: bool = True
+    priority: tuple[np.ndarray, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -169,6 +178,16 @@ def _targets(lo: np.ndarray, hi: np.ndarray, mask: np.ndarray | None) -> np.ndar
     return np.flatnonzero(free)
 
 
+def _order(todo: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+           priority: np.ndarray | None) -> np.ndarray:
+    """Return the neurons ``todo`` with the highest priority (or widest relaxation) first."""
+    if priority is None:
+        score = -lo[todo] * hi[todo] / np.maximum(hi[todo] - lo[todo], 1e-300)
+    else:
+        score = np.asarray(priority, dtype=np.float64)[todo]
+    return todo[np.argsort(-score, kind="stable")]
+
+
 def _lp_layer(lp: LinearProgram, z: np.ndarray, todo: np.ndarray, lo: np.ndarray,
               hi: np.ndarray, deadline: float) -> tuple[int, bool, bool]:
     """Tighten lo/hi (in place) of neurons ``todo`` by warm-started LPs; return counts."""
@@ -232,6 +251,11 @@ def _milp_part(lp: LinearProgram, z: np.ndarray, part: np.ndarray, lo: np.ndarra
     return lo[part], hi[part], n, infeasible, timed_out
 
 
+def _sign_decided(dual: float, incumbent: float) -> bool:
+    """Stop rule of a neuron's MILP (min +z or min -z): the sign of z is settled."""
+    return dual > 0.0 or incumbent < 0.0
+
+
 def _milp_neurons(lp: LinearProgram, z: np.ndarray, todo: np.ndarray, lo: np.ndarray,
                   hi: np.ndarray, deadline: float, opts: TightenOptions
                   ) -> tuple[int, bool, bool]:
@@ -245,7 +269,9 @@ def _milp_neurons(lp: LinearProgram, z: np.ndarray, todo: np.ndarray, lo: np.nda
             cost = np.zeros(lp.num_cols)
             cost[z[j]] = sign
             limit = min(opts.milp_time_per_neuron, left)
-            sol = solve(replace(lp, c=cost), HighsOptions(time_limit=limit, threads=opts.threads))
+            stop = _sign_decided if opts.stop_at_sign else None
+            sol = solve(replace(lp, c=cost), HighsOptions(time_limit=limit, threads=opts.threads),
+                        stop)
             solves += 1
             if sol.status is LpStatus.INFEASIBLE:
                 return solves, True, False
@@ -281,7 +307,8 @@ def _pass(network: Network, box: InputBox, lo: list[np.ndarray], hi: list[np.nda
         lp, z, empty = _prefix_program(network, box, k, lo, hi, masks, enc, opts.l1_ball)
         if empty:
             return lo, hi, solves, True, False
-        todo = _targets(lo[k], hi[k], None if masks is None else masks[k])
+        todo = _order(_targets(lo[k], hi[k], None if masks is None else masks[k]), lo[k],
+                      hi[k], None if opts.priority is None else opts.priority[k])
         if name == "lp":
             n, infeasible, timed_out = _lp_layer(lp, z, todo, lo[k], hi[k], deadline)
         else:

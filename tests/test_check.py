@@ -1,0 +1,232 @@
+"""Issue 16: proof certificates of ``unsat`` and the independent checker (bnbver.check).
+
+The oracle is exhaustive activation-pattern enumeration (tests/oracle.py), never the search's
+own answer; every tampering of a valid certificate must be rejected.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from bnbver.bab.loop import BabOptions, run_bab
+from bnbver.check import check_proof
+from bnbver.check.format import INPUT, INTERNAL, RELU, ProofFile, Tree
+from bnbver.driver import VerifierOptions, verify
+from bnbver.io.loaders import load_network, load_properties
+from bnbver.network import Dense, Network
+from bnbver.result import Status
+from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
+from tests.conftest import random_relu_net
+from tests.oracle import max_linear_output
+
+
+def _instance(seed: int, n_in: int, hidden: list[int], offset: float
+              ) -> tuple[Network, Property, bool]:
+    rng = np.random.default_rng(seed)
+    net = random_relu_net(rng, [n_in, *hidden, 2], scale=1.5)
+    box = InputBox(-np.ones(n_in), np.ones(n_in))
+    c = np.array([1.0, -1.0])
+    best, _ = max_linear_output(net, c, box.lower, box.upper)
+    prop = Property(box, UnsafeSet((HalfSpaces([-c], [-(best + offset)]),)))
+    return net, prop, best >= best + offset
+
+
+def _proof(net: Network, prop: Property, **options: object) -> ProofFile:
+    opts = BabOptions(batch_size=4, iterations=5, certify="strict", **options)  # type: ignore[arg-type]
+    res = run_bab(net, prop, opts, deadline=time.monotonic() + 60)
+    assert res.status is Status.HOLDS and res.certificate is not None
+    assert res.certificate.proof is not None
+    return res.certificate.proof
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), n_in=st.integers(1, 3),
+       hidden=st.lists(st.integers(2, 5), min_size=1, max_size=2),
+       split=st.sampled_from(["relu", "input"]), lp_leaves=st.booleans())
+def test_every_unsat_of_a_tiny_net_certifies(seed: int, n_in: int, hidden: list[int],
+                                             split: str, lp_leaves: bool) -> None:
+    """The oracle says unsat (margin 0.05 above the true maximum); the strict certificate
+    checks, with no uncertified leaf. With interval bounds only, the fully split leaves are
+    closed by exact LPs, whose duals the certificate carries."""
+    net, prop, violated = _instance(seed, n_in, hidden, 0.05)
+    assert not violated
+    extra = {"root_method": "ibp", "child_method": "ibp"} if lp_leaves else {}
+    proof = _proof(net, prop, split=split, **extra)
+    report = check_proof(net, [prop], proof, strict=True)
+    assert report.valid, report.failure
+    assert report.uncertified == 0 and report.leaves >= 1
+
+
+def test_checker_rejects_a_certificate_for_a_violated_property() -> None:
+    """A certificate of an unsat instance checked against the same net with the threshold
+    moved below the true maximum (the oracle says sat) must fail."""
+    for seed in range(6):
+        net, prop, _ = _instance(seed, 2, [4, 4], 0.05)
+        proof = _proof(net, prop, split="relu")
+        _, _, violated = _instance(seed, 2, [4, 4], -0.05)
+        assert violated
+        c = np.array([1.0, -1.0])
+        best, _ = max_linear_output(net, c, prop.box.lower, prop.box.upper)
+        sat_prop = Property(prop.box, UnsafeSet((HalfSpaces([-c], [-(best - 0.05)]),)))
+        assert not check_proof(net, [sat_prop], proof).valid
+
+
+def _tampered(tree: Tree, **changes: np.ndarray) -> ProofFile:
+    return ProofFile((replace(tree, **changes),), (), 0)
+
+
+def _checked(net: Network, prop: Property, proof: ProofFile, tree: Tree) -> bool:
+    fixed = ProofFile((tree,), proof.relu_sizes, proof.input_size)
+    return check_proof(net, [prop], fixed).valid
+
+
+@pytest.fixture(scope="module")
+def relu_case() -> tuple[Network, Property, ProofFile]:
+    """An unsat instance whose ReLU-split tree has internal nodes and dual proofs."""
+    for seed in range(40):
+        net, prop, _ = _instance(seed, 2, [5, 5], 0.02)
+        proof = _proof(net, prop, split="relu")
+        tree = proof.trees[0]
+        if tree.size >= 5 and tree.proof_node.size >= 1:
+            return net, prop, proof
+    raise AssertionError("no instance with a branched tree")
+
+
+@pytest.fixture(scope="module")
+def input_case() -> tuple[Network, Property, ProofFile]:
+    for seed in range(40):
+        net, prop, _ = _instance(seed, 2, [5, 5], 0.02)
+        proof = _proof(net, prop, split="input")
+        if proof.trees[0].size >= 5:
+            return net, prop, proof
+    raise AssertionError("no instance with a branched tree")
+
+
+def test_tampering_with_the_tree_is_rejected(relu_case: tuple[Network, Property, ProofFile],
+                                             input_case: tuple[Network, Property, ProofFile]
+                                             ) -> None:
+    net, prop, proof = relu_case
+    tree = proof.trees[0]
+    assert _checked(net, prop, proof, tree)
+    # a leaf dropped (the last node: its sibling is left alone under their parent)
+    n = tree.size - 1
+    keep = tree.proof_node < n
+    dropped = replace(tree, **{f: getattr(tree, f)[:n] for f in (
+        "parent", "kind", "layer", "unit", "active", "mid", "recompute", "status",
+        "clipped")}, proof_node=tree.proof_node[keep], proof_disjunct=tree.proof_disjunct[keep],
+        proof_weights=tree.proof_weights[keep], proof_nu=tree.proof_nu[keep])
+    assert not _checked(net, prop, proof, dropped)
+    # a split's phase flipped: both children active
+    child = int(np.flatnonzero(tree.kind == RELU)[0])
+    active = tree.active.copy()
+    sibling = next(c for c in np.flatnonzero(tree.parent == tree.parent[child]) if c != child)
+    active[sibling] = active[child]
+    assert not _checked(net, prop, proof, replace(tree, active=active))
+    # an internal node claimed closed, its subtree kept: a closed node with children
+    status = tree.status.copy()
+    status[tree.parent[child]] = 1
+    assert not _checked(net, prop, proof, replace(tree, status=status))
+    # input trees: a box widened beyond the region it comes from
+    net, prop, proof = input_case
+    tree = proof.trees[0]
+    assert _checked(net, prop, proof, tree)
+    i = int(np.flatnonzero(tree.kind == INPUT)[0])
+    hi = tree.box_hi.copy()
+    hi[i] = hi[i] + 0.5
+    assert not _checked(net, prop, proof, replace(tree, box_hi=hi))
+    # a split point moved outside its parent's box
+    mid = tree.mid.copy()
+    mid[i] = 10.0
+    assert not _checked(net, prop, proof, replace(tree, mid=mid))
+
+
+def test_tampering_with_multipliers_is_rejected(relu_case: tuple[Network, Property, ProofFile]
+                                               ) -> None:
+    """A perturbed proof no longer bounds its disjunct; the leaves that relied on it (and
+    that interval and CROWN bounds cannot close) fail. Intermediate bounds cannot be
+    tightened by a certificate at all: the checker derives them, and a stored root proof is
+    evaluated for the neuron it names, so a wrong one only loosens a bound."""
+    net, prop, proof = relu_case
+    tree = proof.trees[0]
+    bad_nu = tree.proof_nu * -3.0
+    bad_w = tree.proof_weights.copy()
+    assert not _checked(net, prop, proof, replace(tree, proof_nu=bad_nu)) or not \
+        _checked(net, prop, proof, replace(tree, proof_weights=-bad_w))
+    assert not _checked(net, prop, proof, replace(tree, proof_weights=-bad_w))
+    if tree.root_node.size:
+        loose = replace(tree, root_nu=np.zeros_like(tree.root_nu) + 1e3)
+        report = check_proof(net, [prop], ProofFile((loose,), proof.relu_sizes,
+                                                    proof.input_size))
+        assert report.valid or "not excluded" in report.failure
+
+
+def test_uncertified_leaves_are_reported_and_strict_refuses_them() -> None:
+    net, prop, _ = _instance(1, 2, [3, 3], 0.01)
+    opts = BabOptions(split="relu", batch_size=4, root_method="ibp", child_method="ibp",
+                      milp_max_unstable=6, certify="on")
+    res = run_bab(net, prop, opts, deadline=time.monotonic() + 60)
+    assert res.status is Status.HOLDS and res.certificate and res.certificate.proof
+    report = check_proof(net, [prop], res.certificate.proof)
+    assert report.valid and report.uncertified > 0
+    assert "solver-decided" in report.line()
+    assert not check_proof(net, [prop], res.certificate.proof, strict=True).valid
+
+
+def test_bundled_examples_certify_through_the_cli(examples_dir: Path, tmp_path: Path) -> None:
+    """verify --certificate then check, both commands; a certificate of one property does
+    not check for another."""
+    acas = examples_dir / "acasxu"
+    net = acas / "ACASXU_run2a_1_1_batch_2000.onnx"
+    mnist = examples_dir / "mnist_fc"
+    cases = [(net, acas / "prop_1.vnnlib"),
+             (mnist / "mnist-net_256x2.onnx", mnist / "prop_0_0.03.vnnlib")]
+    for k, (onnx, prop) in enumerate(cases):
+        cert = tmp_path / f"c{k}.npz"
+        out = subprocess.run([sys.executable, "-m", "bnbver.cli", "verify", str(onnx),
+                              str(prop), "--certificate", str(cert), "--timeout", "120"],
+                             capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "unsat"
+        check = subprocess.run([sys.executable, "-m", "bnbver.cli", "check", str(onnx),
+                                str(prop), str(cert), "--strict"], capture_output=True,
+                               text=True)
+        assert check.returncode == 0 and check.stdout.startswith("certificate valid: "), (
+            check.stdout + check.stderr)
+    other = subprocess.run([sys.executable, "-m", "bnbver.cli", "check", str(net),
+                            str(acas / "prop_2.vnnlib"), str(tmp_path / "c0.npz")],
+                           capture_output=True, text=True)
+    assert other.returncode == 1 and "INVALID" in other.stdout
+
+
+def test_result_certificate_saves_only_with_a_proof(tmp_path: Path) -> None:
+    net = Network((Dense([[1.0]], [1.0]),), (1,))
+    prop = Property(InputBox(np.zeros(1), np.ones(1)), UnsafeSet((HalfSpaces([[1.0]], [0.5]),)))
+    res = verify(net, prop, VerifierOptions.from_kwargs(timeout=10, certify="on"))
+    assert res.status is Status.HOLDS and res.certificate is not None
+    res.certificate.save(tmp_path / "c.npz")
+    assert check_proof(net, [prop], ProofFile.load(tmp_path / "c.npz")).valid
+    plain = verify(net, prop, VerifierOptions.from_kwargs(timeout=10))
+    assert plain.certificate is not None
+    with pytest.raises(Exception, match="no proof"):
+        plain.certificate.save(tmp_path / "d.npz")
+
+
+def test_a_garbled_file_is_reported(tmp_path: Path, examples_dir: Path) -> None:
+    acas = examples_dir / "acasxu"
+    network = load_network(acas / "ACASXU_run2a_1_1_batch_2000.onnx")
+    props = load_properties(acas / "prop_1.vnnlib", network)
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a certificate")
+    from bnbver.check import check_certificate
+
+    report = check_certificate(network, props, bad)
+    assert not report.valid and "cannot read" in report.failure
+    assert INTERNAL == 0  # the status codes are part of the file format
