@@ -136,6 +136,9 @@ def validate_options(network: Network, options: VerifierOptions) -> None:
     validate_bab_options(bab)
     kind = choose_split_kind(network, bab)
     validate_heuristic(bab.branching or default_heuristic(kind), kind)
+    if bab.certify != "off" and not network.is_chain:
+        raise InputError("--certificate", "certificates of networks with residual joins or "
+                         "concatenations are not supported: the checker reads chains")
     if not options.timeout > 0:
         raise InputError("--timeout", f"must be > 0 seconds, got {options.timeout}")
 

@@ -1,4 +1,4 @@
-"""The network IR: a sequence of layers acting on flat vectors.
+"""The network IR: layers acting on flat vectors, in a chain or a DAG of named tensors.
 
 Every layer maps a batch of flat inputs ``(B, n_in)`` to flat outputs ``(B, n_out)``; images
 are flattened in (C, H, W) order, as ONNX ``Flatten`` does, and convolution / pooling layers
@@ -8,6 +8,13 @@ code uniform: a ReLU layer of the network is just a vector of ``n_l`` neurons.
 Affine layers (:class:`Dense`, :class:`Conv2d`) expose ``forward(x)`` (exact float64),
 ``backward(A)`` (the product ``A @ W`` for ``A`` of shape (..., n_out), which CROWN and the LP
 builder need) and ``matrix()`` (W as a dense array or a scipy sparse matrix).
+
+Graphs: tensor ``-1`` is the network input and tensor ``i`` the output of ``layers[i]``. A
+:class:`Network` is a topologically ordered list of layers, and ``Network.inputs[i]`` names the
+tensors layer i reads (all earlier). A chain, the common case, reads ``(i - 1,)`` everywhere;
+a residual network adds :class:`Add` layers that read two tensors (the block's input, possibly
+through a projection, and the block's last layer), and :class:`Concat` layers join several.
+A tensor may feed several layers; the network's output is the last layer's output.
 """
 
 from __future__ import annotations
@@ -255,35 +262,74 @@ class MaxPool2d:
         return out
 
 
-Layer = Dense | Conv2d | ReLU | MaxPool2d | Flatten
+@dataclass(frozen=True)
+class Add:
+    """Elementwise sum of two or more input tensors of ``size`` values each (a residual join).
+
+    Exact in real arithmetic; evaluated in floating point, each addition is rounded, which
+    the bounds engine charges (``bnbver.bounds``).
+    """
+
+    size: int
+
+
+@dataclass(frozen=True)
+class Concat:
+    """Concatenation of the flat input vectors, in order, ``sizes[k]`` values from input k.
+
+    On (C_k, H, W) tensors flattened in (C, H, W) order this is the concatenation along the
+    channel axis (ONNX ``Concat(axis=1)``, ``torch.cat(dim=1)``).
+    """
+
+    sizes: tuple[int, ...]
+
+    @property
+    def size(self) -> int:
+        return int(sum(self.sizes))
+
+
+Layer = Dense | Conv2d | ReLU | MaxPool2d | Flatten | Add | Concat
 AFFINE_TYPES = (Dense, Conv2d)
+JOIN_TYPES = (Add, Concat)
 
 
 def layer_sizes(layer: Layer, n_in: int) -> int:
     """Return the flat output size of ``layer`` given its flat input size."""
-    if isinstance(layer, (Dense, Conv2d, MaxPool2d)):
-        return layer.out_size
+    if isinstance(layer, (Dense, Conv2d, MaxPool2d, Add, Concat)):
+        return layer.out_size if isinstance(layer, (Dense, Conv2d, MaxPool2d)) else layer.size
     return n_in
+
+
+def chain_inputs(n_layers: int) -> tuple[tuple[int, ...], ...]:
+    """Return the ``inputs`` of a chain of ``n_layers`` layers: layer i reads tensor i - 1."""
+    return tuple((i - 1,) for i in range(n_layers))
 
 
 @dataclass(frozen=True, eq=False)
 class Network:
-    """A feed-forward network: ``layers`` applied in order to flat inputs.
+    """A feed-forward network on flat inputs: a chain of layers, or a DAG of them.
 
     Attributes:
-        layers: the layers; every ReLU acts on the output of the layer before it.
+        layers: the layers in a topological order; the output is the last layer's output.
         input_shape: the shape of one input as the source model sees it (e.g. (1, 5) or
             (3, 32, 32)); bnbver works on its flattening of size ``input_size``.
         output_shape: the shape of one output in the source model.
+        inputs: per layer the tensors it reads (``-1`` the network input, ``j`` the output
+            of ``layers[j]``, ``j < i``); only :class:`Add` and :class:`Concat` read more
+            than one. Empty (the default) means a chain: layer i reads tensor i - 1.
     """
 
     layers: tuple[Layer, ...]
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...] = ()
+    inputs: tuple[tuple[int, ...], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "layers", tuple(self.layers))
-        _validate_layers(self.layers, self.input_size)
+        inputs = tuple(tuple(int(t) for t in ins) for ins in self.inputs)
+        object.__setattr__(self, "inputs", inputs or chain_inputs(len(self.layers)))
+        _validate_graph(self.layers, self.inputs)
+        _validate_layers(self.layers, self.inputs, self.input_size)
         if not self.output_shape:
             object.__setattr__(self, "output_shape", (self.num_outputs,))
 
@@ -291,13 +337,43 @@ class Network:
     def input_size(self) -> int:
         return int(np.prod(self.input_shape))
 
+    @cached_property
+    def is_chain(self) -> bool:
+        """True when every layer reads the output of the layer before it."""
+        return self.inputs == chain_inputs(len(self.layers))
+
     @property
     def sizes(self) -> list[int]:
-        """Flat sizes: ``sizes[i]`` is the input size of layer i; the last is the output size."""
-        out = [self.input_size]
-        for layer in self.layers:
-            out.append(layer_sizes(layer, out[-1]))
+        """Flat tensor sizes: ``sizes[0]`` is the input size and ``sizes[i + 1]`` the output
+        size of layer i (in a chain, ``sizes[i]`` is also the input size of layer i)."""
+        return _tensor_sizes(self.layers, self.inputs, self.input_size)
+
+    @property
+    def in_sizes(self) -> list[int]:
+        """The size of the (first) input tensor of every layer."""
+        sizes = self.sizes
+        return [sizes[ins[0] + 1] for ins in self.inputs]
+
+    def consumers(self) -> list[list[int]]:
+        """Return per tensor (``-1`` first, then each layer's output) the layers reading it."""
+        out: list[list[int]] = [[] for _ in range(len(self.layers) + 1)]
+        for i, ins in enumerate(self.inputs):
+            for t in ins:
+                out[t + 1].append(i)
         return out
+
+    def relu_input_prefix(self, k: int) -> Network:
+        """Return the network whose output is the input of ReLU layer ``k``.
+
+        It keeps every layer before that ReLU (so its ReLU layers are the first ``k`` of
+        this network); in a DAG a final :class:`Flatten` reads the ReLU's input tensor.
+        """
+        pos = self.relu_positions[k]
+        if self.is_chain:
+            return Network(self.layers[:pos], self.input_shape)
+        src = self.inputs[pos][0]
+        return Network((*self.layers[:pos], Flatten(self.sizes[src + 1])), self.input_shape,
+                       inputs=(*self.inputs[:pos], (src,)))
 
     @property
     def num_outputs(self) -> int:
@@ -328,17 +404,28 @@ class Network:
         if h.shape[1] != self.input_size:
             raise ValueError(f"input has {h.shape[1]} values, network takes {self.input_size}")
         pre: list[np.ndarray] = []
-        for layer in self.layers:
-            if isinstance(layer, ReLU):
-                pre.append(h)
-                h = np.maximum(h, 0.0)
-            elif isinstance(layer, Flatten):
-                continue
-            else:
-                h = layer.forward(h)
+        if not self.is_chain:
+            h = self._graph_forward(h, pre)
+        else:
+            for layer in self.layers:
+                if isinstance(layer, ReLU):
+                    pre.append(h)
+                    h = np.maximum(h, 0.0)
+                elif not isinstance(layer, Flatten):
+                    h = apply_layer(layer, [h])
         if single:
             return h[0], [p[0] for p in pre]
         return h, pre
+
+    def _graph_forward(self, x: np.ndarray, pre: list[np.ndarray]) -> np.ndarray:
+        """Evaluate the DAG on (B, n_in); append every ReLU layer's input to ``pre``."""
+        vals: list[np.ndarray] = [x]
+        for layer, ins in zip(self.layers, self.inputs, strict=True):
+            args = [vals[t + 1] for t in ins]
+            if isinstance(layer, ReLU):
+                pre.append(args[0])
+            vals.append(apply_layer(layer, args))
+        return vals[-1]
 
     def forward_enclosure(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return the float64 output of a single input x (n_in,) and a bound on its error.
@@ -347,22 +434,17 @@ class Network:
         bias errors included) lies within ``err`` of the returned ``y``, elementwise: each
         affine layer adds ``gamma_{n+2} (|W| |h| + |b|)`` for its own rounding plus its
         recorded error, and carries the input's error through ``|W|``; ReLU and max pooling
-        are 1-Lipschitz elementwise (windowwise). This is what a ``sat`` rests on.
+        are 1-Lipschitz elementwise (windowwise); a residual sum adds its inputs' errors and
+        ``2u`` of each rounded partial sum; a concatenation concatenates them. This is what a
+        ``sat`` rests on.
         """
         h = np.asarray(x, dtype=np.float64).reshape(-1)
         if h.shape[0] != self.input_size:
             raise ValueError(f"input has {h.shape[0]} values, network takes {self.input_size}")
-        err = np.zeros_like(h)
-        for layer in self.layers:
-            if isinstance(layer, (Dense, Conv2d)):
-                h, err = _affine_enclosure(layer, h, err)
-            elif isinstance(layer, ReLU):
-                h = np.maximum(h, 0.0)
-            elif isinstance(layer, MaxPool2d):
-                idx = layer.window_indices()
-                err = np.concatenate([err, [0.0]])[idx].max(axis=1)
-                h = layer.forward(h[None])[0]
-        return h, err
+        vals: list[tuple[np.ndarray, np.ndarray]] = [(h, np.zeros_like(h))]
+        for layer, ins in zip(self.layers, self.inputs, strict=True):
+            vals.append(_enclosure_step(layer, [vals[t + 1] for t in ins]))
+        return vals[-1]
 
     def forward_exact(self, x: np.ndarray) -> np.ndarray | None:
         """Return the exact output of x in rational arithmetic (an object array of
@@ -378,18 +460,10 @@ class Network:
             return None
         if sum(int(la.weight.size) for la in affine) > EXACT_MAX_WEIGHTS:
             return None
-        h = _rational(np.asarray(x, dtype=np.float64).reshape(-1))
-        for layer in self.layers:
-            if isinstance(layer, (Dense, Conv2d)):
-                W = layer.weight if isinstance(layer, Dense) else layer.matrix().toarray()
-                b = layer.bias if isinstance(layer, Dense) else layer.flat_bias()
-                h = _rational(W).dot(h) + _rational(b)
-            elif isinstance(layer, ReLU):
-                h = np.array([v if v > 0 else Fraction(0) for v in h], dtype=object)
-            elif isinstance(layer, MaxPool2d):
-                idx = layer.window_indices()
-                h = np.array([max(h[i] for i in row if i >= 0) for row in idx], dtype=object)
-        return h
+        vals = [_rational(np.asarray(x, dtype=np.float64).reshape(-1))]
+        for layer, ins in zip(self.layers, self.inputs, strict=True):
+            vals.append(_exact_step(layer, [vals[t + 1] for t in ins]))
+        return vals[-1]
 
     def to_torch(self, dtype: Any = None, device: Any = "cpu") -> Any:
         """Return an equivalent ``torch.nn.Module`` on flat inputs (B, n_in)."""
@@ -424,15 +498,108 @@ def _affine_enclosure(layer: Dense | Conv2d, h: np.ndarray,
     return y, np.nextafter(new * (1.0 + 8.0 * _U64), np.inf)
 
 
-def _validate_layers(layers: Sequence[Layer], n_in: int) -> None:
-    """Check sizes chain and weights are finite; raise InputError naming the layer otherwise."""
-    size = n_in
-    for i, layer in enumerate(layers):
+def _enclosure_step(layer: Layer, args: list[tuple[np.ndarray, np.ndarray]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Return one layer's float64 output and its error bound (see ``forward_enclosure``)."""
+    h, err = args[0]
+    if isinstance(layer, (Dense, Conv2d)):
+        return _affine_enclosure(layer, h, err)
+    if isinstance(layer, ReLU):
+        return np.maximum(h, 0.0), err
+    if isinstance(layer, MaxPool2d):
+        idx = layer.window_indices()
+        return layer.forward(h[None])[0], np.concatenate([err, [0.0]])[idx].max(axis=1)
+    if isinstance(layer, Add):
+        for h2, e2 in args[1:]:
+            h = h + h2
+            err = np.nextafter((err + e2 + 2.0 * _U64 * np.abs(h)) * (1.0 + 4.0 * _U64),
+                               np.inf)
+        return h, err
+    if isinstance(layer, Concat):
+        return np.concatenate([a[0] for a in args]), np.concatenate([a[1] for a in args])
+    return h, err
+
+
+def _exact_step(layer: Layer, args: list[np.ndarray]) -> np.ndarray:
+    """Return one layer's exact (rational) output (see ``forward_exact``)."""
+    h = args[0]
+    if isinstance(layer, (Dense, Conv2d)):
+        W = layer.weight if isinstance(layer, Dense) else layer.matrix().toarray()
+        b = layer.bias if isinstance(layer, Dense) else layer.flat_bias()
+        out: np.ndarray = _rational(W).dot(h) + _rational(b)
+        return out
+    if isinstance(layer, ReLU):
+        return np.array([v if v > 0 else Fraction(0) for v in h], dtype=object)
+    if isinstance(layer, MaxPool2d):
+        idx = layer.window_indices()
+        return np.array([max(h[i] for i in row if i >= 0) for row in idx], dtype=object)
+    if isinstance(layer, Add):
+        for other in args[1:]:
+            h = h + other
+        return np.asarray(h, dtype=object)
+    if isinstance(layer, Concat):
+        return np.concatenate(args)
+    return h
+
+
+def apply_layer(layer: Layer, args: Sequence[np.ndarray]) -> np.ndarray:
+    """Return the float64 output of one layer on its input batches (each (B, n))."""
+    if isinstance(layer, ReLU):
+        relu: np.ndarray = np.maximum(args[0], 0.0)
+        return relu
+    if isinstance(layer, Add):
+        out = args[0]
+        for a in args[1:]:
+            out = out + a
+        return out
+    if isinstance(layer, Concat):
+        return np.concatenate(list(args), axis=1)
+    if isinstance(layer, Flatten):
+        return args[0]
+    return layer.forward(args[0])
+
+
+def _tensor_sizes(layers: Sequence[Layer], inputs: Sequence[tuple[int, ...]],
+                  n_in: int) -> list[int]:
+    """Return the flat size of the input and of every layer's output."""
+    out = [n_in]
+    for layer, ins in zip(layers, inputs, strict=True):
+        out.append(layer_sizes(layer, out[ins[0] + 1]))
+    return out
+
+
+def _validate_graph(layers: Sequence[Layer], inputs: Sequence[tuple[int, ...]]) -> None:
+    """Check every layer reads earlier tensors, as many as it takes."""
+    if len(inputs) != len(layers):
+        raise InputError("inputs", f"needs one entry per layer ({len(layers)}), "
+                         f"got {len(inputs)}")
+    for i, (layer, ins) in enumerate(zip(layers, inputs, strict=True)):
+        if not ins or any(t < -1 or t >= i for t in ins):
+            raise InputError(f"layer {i}", f"reads tensors {list(ins)}; each must be in "
+                             f"[-1, {i - 1}] (-1: the network input)")
+        many = isinstance(layer, (Add, Concat))
+        if (isinstance(layer, Add) and len(ins) < 2) or (not many and len(ins) != 1):
+            raise InputError(f"layer {i}", f"{type(layer).__name__} cannot read "
+                             f"{len(ins)} tensors")
+        if isinstance(layer, Concat) and len(layer.sizes) != len(ins):
+            raise InputError(f"layer {i}", f"Concat of {len(layer.sizes)} parts reads "
+                             f"{len(ins)} tensors")
+
+
+def _validate_layers(layers: Sequence[Layer], inputs: Sequence[tuple[int, ...]],
+                     n_in: int) -> None:
+    """Check sizes fit and weights are finite; raise InputError naming the layer otherwise."""
+    sizes = [n_in]
+    for i, (layer, ins) in enumerate(zip(layers, inputs, strict=True)):
         finite = not isinstance(layer, (Dense, Conv2d)) or (
             np.all(np.isfinite(layer.weight)) and np.all(np.isfinite(layer.bias)))
         if not finite:
             raise InputError(f"layer {i}", "NaN or infinite weights")
-        expected = getattr(layer, "in_size", getattr(layer, "size", size))
-        if expected != size:
-            raise InputError(f"layer {i}", f"expects {expected} inputs, gets {size}")
-        size = layer_sizes(layer, size)
+        got = [sizes[t + 1] for t in ins]
+        expected = (list(layer.sizes) if isinstance(layer, Concat) else
+                    [getattr(layer, "in_size", getattr(layer, "size", got[0]))] * len(got))
+        if expected != got:
+            shown = got[0] if len(got) == 1 else got
+            want = expected[0] if len(expected) == 1 else expected
+            raise InputError(f"layer {i}", f"expects {want} inputs, gets {shown}")
+        sizes.append(layer_sizes(layer, got[0]))

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.network import Add, Concat, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 
 
 class _Unflatten(nn.Module):
@@ -64,8 +64,56 @@ def _dense(layer: Dense, dtype: torch.dtype, device: Any) -> nn.Linear:
     return lin
 
 
+class _Sum(nn.Module):
+    """The sum of the inputs (a residual join)."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out
+
+
+class _Cat(nn.Module):
+    """The concatenation of flat inputs."""
+
+    def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        return torch.cat(xs, dim=1)
+
+
+class GraphModule(nn.Module):
+    """A DAG of modules on flat tensors: module i reads the tensors ``inputs[i]`` (``-1`` is
+    the input, ``j`` the output of module j) and the last module's output is returned."""
+
+    def __init__(self, mods: list[nn.Module], inputs: tuple[tuple[int, ...], ...]) -> None:
+        super().__init__()
+        self.mods = nn.ModuleList(mods)
+        self.inputs = inputs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        vals = [x]
+        for mod, ins in zip(self.mods, self.inputs, strict=True):
+            vals.append(mod(*(vals[t + 1] for t in ins)))
+        return vals[-1]
+
+
+def _module(layer: Any, dtype: torch.dtype, device: Any) -> nn.Module:
+    """Return the module of one layer (a dispatch over layer types)."""
+    makers: dict[type, Any] = {
+        Dense: lambda: _dense(layer, dtype, device),
+        Conv2d: lambda: _ConvFlat(layer, dtype, device),
+        MaxPool2d: lambda: _PoolFlat(layer),
+        ReLU: nn.ReLU,
+        Flatten: nn.Identity,
+        Add: _Sum,
+        Concat: _Cat,
+    }
+    return makers[type(layer)]()  # type: ignore[no-any-return]
+
+
 def build_torch_module(network: Network, dtype: Any = None, device: Any = "cpu") -> nn.Module:
-    """Return an ``nn.Sequential`` computing ``network`` on (B, n_in) tensors.
+    """Return a module computing ``network`` on (B, n_in) tensors: an ``nn.Sequential`` for a
+    chain, a :class:`GraphModule` for a DAG.
 
     Args:
         network: the IR network.
@@ -73,19 +121,14 @@ def build_torch_module(network: Network, dtype: Any = None, device: Any = "cpu")
         device: torch device.
     """
     dtype = dtype or torch.float64
-    mods: list[nn.Module] = []
-    for layer in network.layers:
-        if isinstance(layer, Dense):
-            mods.append(_dense(layer, dtype, device))
-        elif isinstance(layer, Conv2d):
-            mods.append(_ConvFlat(layer, dtype, device))
-        elif isinstance(layer, MaxPool2d):
-            mods.append(_PoolFlat(layer))
-        elif isinstance(layer, ReLU):
-            mods.append(nn.ReLU())
-        elif isinstance(layer, Flatten):
-            continue
-    module = nn.Sequential(*mods)
+    module: nn.Module
+    if network.is_chain:
+        mods = [_module(layer, dtype, device) for layer in network.layers
+                if not isinstance(layer, Flatten)]
+        module = nn.Sequential(*mods)
+    else:
+        module = GraphModule([_module(layer, dtype, device) for layer in network.layers],
+                             network.inputs)
     for p in module.parameters():
         p.requires_grad_(False)
     return module

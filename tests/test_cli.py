@@ -116,6 +116,17 @@ def test_info_lists_layers(examples_dir: Path, capsys: pytest.CaptureFixture[str
     assert "300 ReLU neurons" in out and "6 ReLU layers" in out
 
 
+def test_issue_19_info_shows_the_inputs_of_a_dag(tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from bnbver.io.onnx_export import save_onnx
+    from tests.graph_cases import residual_net
+
+    save_onnx(residual_net(np.random.default_rng(0), shortcut="concat"), tmp_path / "d.onnx")
+    code, out, _ = _run(["info", str(tmp_path / "d.onnx")], capsys)
+    assert code == 0
+    assert "Concat     3 + 3 -> 6  <- [1, 4]" in out
+
+
 @pytest.mark.parametrize(("net", "prop", "expected"), [
     (MNIST, "mnist_fc/prop_0_0.03.vnnlib", "unsat"),
     (MNIST, "mnist_fc/prop_0_0.05.vnnlib", "sat"),

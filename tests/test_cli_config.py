@@ -19,6 +19,7 @@ UNSAT = REPO / "examples/mnist_fc/prop_0_0.03.vnnlib"
 CONFIGS = {"acasxu.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
            "mnist_fc.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
            "mnist_fc_milp.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
+           "sri_resnet_a.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
            "certify_mnist.toml": ["certify"]}
 
 

@@ -198,3 +198,19 @@ def test_issue_20_one_file_solve(tmp_path, capsys) -> None:
         assert out.startswith("disjunction: ")
         if answer == "sat":
             assert "selected: disjunct 0" in out and "counterexample:" in out
+
+
+@pytest.mark.parametrize("formulation", ["bigm", "extended", "partition:2"])
+def test_issue_19_export_and_solve_a_residual_network(tmp_path, capsys, formulation) -> None:
+    """The MILP of a DAG (identity shortcut, then a projection) decides it like the BaB."""
+    from tests.graph_cases import residual_net
+
+    dag = residual_net(np.random.default_rng(3), n_in=2, width=3, blocks=1,
+                       shortcut="projection")
+    net = tmp_path / "dag.onnx"
+    save_onnx(dag, net, dtype="float64")
+    for rhs, answer in ((100.0, "unsat"), (-100.0, "sat")):
+        _, prop = _instance(tmp_path, rhs)
+        assert main(["export-milp", str(net), str(prop), "--solve", "--formulation",
+                     formulation, "--bounds", "crown"]) == 0
+        assert capsys.readouterr().out.strip().endswith(f"result: {answer}")

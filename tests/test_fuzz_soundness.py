@@ -33,6 +33,7 @@ from soundness.netspec import (  # noqa: E402
     NetSpec,
     OutRow,
     Relu,
+    Residual,
     as_dtype,
 )
 from soundness.oracle import OracleResult, decide  # noqa: E402
@@ -324,6 +325,35 @@ def test_fixed_seed_fuzz_run_and_resume(tmp_path: Path, capsys: pytest.CaptureFi
     assert len(out.read_text().splitlines()) == 8
     assert "| all | 8 |" in capsys.readouterr().out
     assert "| all | 8 |" in md.read_text() and "--family dense" in md.read_text()
+
+
+@pytest.mark.parametrize(("thr", "answer"), [(4.0, "sat"), (4.5, "unsat")])
+def test_issue_19_oracle_hand_solved_residual(thr: float, answer: str) -> None:
+    """``y = relu(x - 1) + 0.5 x + 0.5`` on x in [-1, 3]: a residual block whose body is
+    ``relu(h - 1)`` (Dense, Relu, Dense) and whose projection is ``0.5 h + 0.5``; its maximum
+    is 2 + 1.5 + 0.5 = 4 at x = 3, so ``y >= 4`` is sat (x = 3) and ``y >= 4.5`` unsat."""
+    one = np.ones((1, 1))
+    block = Residual((Dense(one, np.array([-1.0])), Relu(), Dense(one, np.zeros(1))),
+                     Dense(0.5 * one, np.array([0.5])))
+    net = NetSpec((block,), (1,), "float64")
+    inst = Instance("hand", net, ((np.array([-1.0]), np.array([3.0])),),
+                    ((OutRow(0, ">=", None, thr),),))
+    res = decide(inst)
+    assert res.answer == answer
+    if answer == "sat":
+        assert res.witness == (Fraction(3),)
+    assert forward_spec(net, np.array([3.0])) == [Fraction(4)]
+
+
+def test_issue_19_residual_fuzz_run_is_sound(tmp_path: Path) -> None:
+    """Residual (DAG) instances through bnbver's ONNX reader and search: no failure."""
+    out = tmp_path / "runs.jsonl"
+    code = fuzz_soundness.main(["--n", "6", "--seed", "19", "--family", "residual",
+                                "--per-case", "2", "--timeout", "10", "--no-isolate",
+                                "--quiet", "--out", str(out)])
+    recs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert code == 0 and len(recs) == 12
+    assert sum(r["oracle"] in ("sat", "unsat") for r in recs) >= 10
 
 
 def test_smoke_run_is_sound() -> None:

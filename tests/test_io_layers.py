@@ -42,9 +42,16 @@ def _conv_net(padding: int) -> Network:
                     Dense(rng.normal(size=(4, 2 * side * side)), rng.normal(size=4))), (3, 5, 5))
 
 
+def _dag() -> Network:
+    from tests.graph_cases import residual_net
+
+    return residual_net(np.random.default_rng(0), shortcut="projection")
+
+
 @pytest.mark.parametrize(("net", "front"), [
     (_conv_net(0), False), (_conv_net(1), True),
     (Network((Dense(np.arange(6.0).reshape(2, 3), np.ones(2)),), (3,)), False),
+    (_dag(), True),  # a DAG gets a layer of its own in front (every reader of x sees it)
 ])
 def test_normalize_input_is_exact(net: Network, front: bool) -> None:
     """``normalize_input(net, m, s)(x) == net((x - m) / s)``; folded into the first layer
@@ -59,6 +66,8 @@ def test_normalize_input_is_exact(net: Network, front: bool) -> None:
                                                                          channels)
     np.testing.assert_allclose(norm.forward(x), net.forward((x - per_value[0]) / per_value[1]),
                                rtol=1e-10, atol=1e-10)
+    changed = next(la for la in norm.layers if isinstance(la, (Dense, Conv2d)))
+    assert changed.weight_err > 0 and changed.bias_err is not None  # 1 / std is rounded
 
 
 def test_normalize_input_rejects_bad_values() -> None:

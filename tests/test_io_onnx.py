@@ -16,7 +16,7 @@ from bnbver.io import onnx as onnx_loader
 from bnbver.io.onnx import load_onnx
 from bnbver.io.onnx_export import save_onnx
 from bnbver.io.vnnlib import parse_vnnlib
-from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.network import Add, Concat, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 from tests.conftest import random_relu_net
 
 RTOL = 1e-5
@@ -176,24 +176,31 @@ def test_nan_weights_raise_input_error(tmp_path: Path, bad: float) -> None:
         load_onnx(path)
 
 
-def test_branching_graph_is_refused(tmp_path: Path) -> None:
+def test_issue_19_residual_graph_matches_onnxruntime(tmp_path: Path) -> None:
+    """A graph that is not a chain (a tensor read twice, joined by Add) loads as a DAG."""
     rng = np.random.default_rng(0)
     nodes = [helper.make_node("Gemm", ["x", "W", "b"], ["h"], name="fc", transB=1),
              helper.make_node("Relu", ["h"], ["r"], name="relu"),
              helper.make_node("Add", ["r", "h"], ["y"], name="residual")]
     path = make_model(tmp_path / "m.onnx", nodes, {"W": f32(rng, 4, 4), "b": f32(rng, 4)},
                       [1, 4], "y", [1, 4])
-    with pytest.raises(InputError, match="not a linear chain: node 'residual'"):
-        load_onnx(path)
+    net = check_against_ort(path, rng.normal(size=(20, 4)))
+    assert not net.is_chain
+    assert [type(layer) for layer in net.layers] == [Dense, ReLU, Add]
+    assert net.inputs == ((-1,), (0,), (1, 0))
 
 
-def test_grouped_conv_is_refused(tmp_path: Path) -> None:
+def test_issue_19_grouped_conv_matches_onnxruntime(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    nodes = [helper.make_node("Conv", ["x", "W"], ["y"], name="gconv", group=2)]
-    path = make_model(tmp_path / "m.onnx", nodes, {"W": f32(rng, 2, 1, 3, 3)},
-                      [1, 2, 5, 5], "y", [1, 2, 3, 3])
-    with pytest.raises(UnsupportedOperatorError, match="'Conv' in node 'gconv'"):
-        load_onnx(path)
+    nodes = [helper.make_node("Conv", ["x", "W", "b"], ["y"], name="gconv", group=2,
+                              pads=[1, 1, 1, 1], strides=[2, 1])]
+    path = make_model(tmp_path / "m.onnx", nodes, {"W": f32(rng, 4, 1, 3, 3),
+                                                   "b": f32(rng, 4)},
+                      [1, 2, 5, 5], "y", None)
+    net = check_against_ort(path, rng.normal(size=(10, 50)))
+    w = net.layers[0].weight  # block diagonal: output channels 0-1 read input channel 0 only
+    assert isinstance(net.layers[0], Conv2d) and w.shape == (4, 2, 3, 3)
+    assert not w[:2, 1].any() and not w[2:, 0].any()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,12 +264,18 @@ def test_normalisation_folds_exactly_into_unpadded_conv(tmp_path: Path) -> None:
     assert [type(layer) for layer in net.layers[1:4]] == [ReLU, MaxPool2d, Flatten]
 
 
-def test_shift_before_padded_conv_uses_diagonal_layer(tmp_path: Path) -> None:
+def test_shift_before_padded_conv_uses_a_channel_layer(tmp_path: Path) -> None:
+    """A per-channel normalisation that cannot fold into a padded conv becomes a 1 x 1
+    convolution of its own (any size); with std a power of 2 it is exact."""
     rng = np.random.default_rng(5)
     mean = np.array([0.3, -0.2], np.float32).reshape(1, 2, 1, 1)
     path = _conv_model(tmp_path, rng, [1, 0, 2, 1], mean)
     net = check_against_ort(path, rng.normal(size=(30, 84)))
-    assert isinstance(net.layers[0], Dense) and isinstance(net.layers[1], Conv2d)
+    first = net.layers[0]
+    assert isinstance(first, Conv2d) and first.weight.shape == (2, 2, 1, 1)
+    assert isinstance(net.layers[1], Conv2d)
+    assert first.weight_err == 0.0 and first.bias_err is None
+    assert net.layers[1].weight_err > 0  # the BatchNorm folded into it is rounded
 
 
 def test_scale_only_folds_into_padded_conv(tmp_path: Path) -> None:
@@ -275,8 +288,9 @@ def test_scale_only_folds_into_padded_conv(tmp_path: Path) -> None:
 def test_unfoldable_map_over_max_diagonal_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A map that varies within a channel cannot be a 1 x 1 convolution."""
     rng = np.random.default_rng(5)
-    mean = np.array([0.3, -0.2], np.float32).reshape(1, 2, 1, 1)
+    mean = rng.normal(size=(1, 2, 6, 7)).astype(np.float32)
     path = _conv_model(tmp_path, rng, [1, 1, 1, 1], mean)
     monkeypatch.setattr(onnx_loader, "MAX_DIAGONAL", 10)
     with pytest.raises(UnsupportedOperatorError, match="cannot fold"):
@@ -396,3 +410,118 @@ def test_issue_18_average_pool_without_padding_in_the_divisor_is_refused(
     path = make_model(tmp_path / "avg.onnx", nodes, {}, [1, 1, 4, 4], "y", None)
     with pytest.raises(UnsupportedOperatorError, match="AveragePool.*'avg'.*count_include_pad"):
         load_onnx(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Graphs (issue 19)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("fold", [True, False])
+def test_issue_19_torch_exported_resnet_matches_onnxruntime(tmp_path: Path, fold: bool) -> None:
+    """``torch.onnx.export`` of a ResNet (BatchNorm, identity and projection shortcuts, input
+    normalisation, ``x.view(x.size(0), -1)``; without constant folding the view is a
+    Shape/Gather/Unsqueeze/Concat/Reshape chain that the reader folds)."""
+    import torch
+
+    from tests.graph_cases import tiny_resnet
+
+    model = tiny_resnet(seed=1)
+    path = tmp_path / "resnet.onnx"
+    torch.onnx.export(model, (torch.zeros(1, 3, 8, 8),), str(path), dynamo=False,
+                      do_constant_folding=fold)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert "Add" in ops and ("BatchNormalization" in ops or fold)
+    net = check_against_ort(path, np.random.default_rng(9).uniform(0, 1, size=(8, 192)))
+    assert not net.is_chain
+    assert sum(isinstance(layer, Add) for layer in net.layers) == 2
+    # 6 convolutions and the input normalisation (a 1 x 1 convolution: the stem pads); the
+    # BatchNorms are folded into the convolutions before them, with their rounding recorded
+    convs = [layer for layer in net.layers if isinstance(layer, Conv2d)]
+    assert len(convs) == 7 and (fold or sum(c.weight_err > 0 for c in convs) == 5)
+
+
+def test_issue_19_concat_sum_and_difference_of_activations(tmp_path: Path) -> None:
+    rng = np.random.default_rng(13)
+    nodes = [helper.make_node("Conv", ["x", "W1"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["ra"]),
+             helper.make_node("Conv", ["x", "W2"], ["b"], pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["ra", "b"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "W3"], ["c"]),
+             helper.make_node("Sub", ["c", "ra"], ["d"]),
+             helper.make_node("Sum", ["d", "c", "b"], ["s"]),
+             helper.make_node("Relu", ["s"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "W4"], ["y"], transB=1)]
+    inits = {"W1": f32(rng, 2, 1, 3, 3), "W2": f32(rng, 2, 1, 3, 3), "W3": f32(rng, 2, 4, 1, 1),
+             "W4": f32(rng, 3, 2 * 4 * 4)}
+    path = make_model(tmp_path / "cat.onnx", nodes, inits, [1, 1, 4, 4], "y", [1, 3])
+    net = check_against_ort(path, rng.normal(size=(12, 16)))
+    kinds = [type(layer) for layer in net.layers]
+    assert Concat in kinds and kinds.count(Add) == 2
+
+
+def test_issue_19_residual_output_and_unsupported_join(tmp_path: Path) -> None:
+    """A network may end in a join; a product of two activations is refused by name."""
+    rng = np.random.default_rng(14)
+    nodes = [helper.make_node("Gemm", ["x", "W"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Add", ["x", "r"], ["y"])]
+    path = make_model(tmp_path / "end.onnx", nodes, {"W": f32(rng, 3, 3)}, [1, 3], "y", [1, 3])
+    net = check_against_ort(path, rng.normal(size=(10, 3)))
+    assert isinstance(net.layers[-1], Add)
+    nodes[2] = helper.make_node("Mul", ["x", "r"], ["y"], name="gate")
+    path = make_model(tmp_path / "mul.onnx", nodes, {"W": f32(rng, 3, 3)}, [1, 3], "y", [1, 3])
+    with pytest.raises(UnsupportedOperatorError, match="'Mul' in node 'gate'.*two activations"):
+        load_onnx(path)
+
+
+@pytest.mark.slow
+def test_issue_19_sri_resnet_matches_onnxruntime(benchmarks_dir: Path) -> None:
+    bench = benchmarks_dir / "sri_resnet_a"
+    net, prop = next(iter(_instances(bench).items()))
+    loaded = check_against_ort(bench / net, box_samples(bench / prop, 5,
+                                                        np.random.default_rng(2)))
+    assert not loaded.is_chain and loaded.relu_sizes == [4096, 2048, 2048, 1024, 1024, 512,
+                                                         512, 100]
+
+
+def test_issue_19_save_onnx_round_trip_of_a_dag(tmp_path: Path) -> None:
+    from tests.graph_cases import conv_resnet, residual_net
+
+    rng = np.random.default_rng(15)
+    for net in (residual_net(rng, shortcut="projection"), residual_net(rng, shortcut="concat"),
+                conv_resnet(rng, channels=2, size=4)):
+        x = rng.normal(size=(10, net.input_size))
+        save_onnx(net, tmp_path / "dag.onnx")
+        back = check_against_ort(tmp_path / "dag.onnx", x)
+        assert not back.is_chain
+        np.testing.assert_allclose(back.forward(x), net.forward(x), rtol=1e-5, atol=1e-5)
+
+
+def test_issue_19_map_after_a_shared_tensor_is_not_folded_into_its_producer(
+        tmp_path: Path) -> None:
+    """``c = conv(x)`` feeds a BatchNorm and the residual sum: folding the BatchNorm into the
+    conv would scale the sum's other input too, so it becomes a layer of its own; a map on a
+    shared tensor folds into each affine reader instead."""
+    rng = np.random.default_rng(16)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "beta", "m", "v"], ["bn"]),
+             helper.make_node("Relu", ["bn"], ["r"]),
+             helper.make_node("Add", ["r", "c"], ["s"]),
+             helper.make_node("Mul", ["s", "k"], ["t"]),
+             helper.make_node("Conv", ["t", "W2"], ["u"]),
+             helper.make_node("Conv", ["t", "W3"], ["w"], pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["u", "w"], ["y"])]
+    inits = {"W": f32(rng, 2, 1, 3, 3), "g": f32(rng, 2), "beta": f32(rng, 2),
+             "m": f32(rng, 2), "v": np.abs(f32(rng, 2)) + 0.1,
+             "k": np.array([0.5, -3.0], np.float32).reshape(1, 2, 1, 1),
+             "W2": f32(rng, 2, 2, 1, 1), "W3": f32(rng, 2, 2, 3, 3)}
+    path = make_model(tmp_path / "shared.onnx", nodes, inits, [1, 1, 5, 5], "y", None)
+    net = check_against_ort(path, rng.normal(size=(10, 25)))
+    kinds = [type(layer).__name__ for layer in net.layers]
+    # conv, the BatchNorm as a 1x1 conv, ReLU, Add; the Mul (a scale) folds into both convs
+    # that read the sum, then their Add
+    assert kinds == ["Conv2d", "Conv2d", "ReLU", "Add", "Conv2d", "Conv2d", "Add"]
+    assert net.inputs[3] == (2, 0) and net.inputs[4] == net.inputs[5] == (3,)

@@ -75,7 +75,7 @@ def test_unsupported_module_names_type_and_index() -> None:
 
 def test_unsupported_settings_are_refused() -> None:
     with pytest.raises(UnsupportedOperatorError, match="'Conv2d' at index 0"):
-        from_torch(nn.Sequential(nn.Conv2d(2, 2, 3, groups=2)), (2, 5, 5))
+        from_torch(nn.Sequential(nn.Conv2d(2, 2, 3, dilation=2)), (2, 5, 5))
     with pytest.raises(UnsupportedOperatorError, match="'MaxPool2d' at index 0"):
         from_torch(nn.Sequential(nn.MaxPool2d(2, ceil_mode=True)), (1, 5, 5))
     with pytest.raises(UnsupportedOperatorError, match="'Linear' at index 0"):
@@ -132,7 +132,9 @@ def test_issue_18_batchnorm_and_pooling_settings_without_an_encoding() -> None:
         from_torch(nn.Sequential(nn.AdaptiveAvgPool2d(3)), (1, 4, 4))
 
 
-def test_issue_18_custom_module_is_named_with_advice() -> None:
+def test_issue_19_custom_module_is_traced_and_unsupported_nodes_are_named() -> None:
+    """A module with its own forward is read through torch.fx; an operation without an
+    encoding is refused naming the traced node."""
     class Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -141,8 +143,64 @@ def test_issue_18_custom_module_is_named_with_advice() -> None:
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return torch.relu(self.fc(x))
 
-    with pytest.raises(UnsupportedOperatorError, match="custom module.*'Net' at index 0"):
-        from_torch(Net(), (3,))
+    torch.manual_seed(0)
+    net = from_torch(Net(), (3,))
+    assert [type(layer) for layer in net.layers] == [Dense, ReLU]
+
+    class Gate(Net):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.sigmoid(self.fc(x))
+
+    with pytest.raises(UnsupportedOperatorError, match="node 'sigmoid'"):
+        from_torch(Gate(), (3,))
+
+
+def test_issue_19_grouped_conv_matches_torch() -> None:
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Conv2d(4, 6, 3, padding=1, groups=2), nn.ReLU(),
+                          nn.Conv2d(6, 6, 3, stride=2, groups=6))
+    net = from_torch(model, (4, 5, 5))
+    x = np.random.default_rng(1).normal(size=(8, 100))
+    np.testing.assert_allclose(net.forward(x), torch_forward(model, x, (4, 5, 5)), rtol=1e-10,
+                               atol=1e-10)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_issue_19_resnet_through_torch_fx_matches_torch(seed: int) -> None:
+    """Residual blocks with BatchNorm (folded into the convolutions, rounding recorded),
+    identity and projection shortcuts, input normalisation and ``view``."""
+    from tests.graph_cases import tiny_resnet
+
+    model = tiny_resnet(seed)
+    net = from_torch(model, (3, 8, 8))
+    assert not net.is_chain
+    assert sum(type(layer).__name__ == "Add" for layer in net.layers) == 2
+    x = np.random.default_rng(seed).uniform(0, 1, size=(10, 192))
+    np.testing.assert_allclose(net.forward(x), torch_forward(model, x, (3, 8, 8)), rtol=1e-10,
+                               atol=1e-10)
+    assert sum(isinstance(la, Conv2d) and la.weight_err > 0 for la in net.layers) == 5
+
+
+def test_issue_19_fx_concat_and_functional_ops() -> None:
+    class Cat(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Conv2d(1, 2, 3, padding=1)
+            self.b = nn.Conv2d(1, 3, 1)
+            self.fc = nn.Linear(5 * 16, 2)
+            self.bn = nn.BatchNorm2d(5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.cat([torch.relu(self.a(x)), self.b(x) * 2.0 - 1.0], dim=1)
+            h = torch.relu(self.bn(h))
+            return self.fc(torch.flatten(h, 1))
+
+    model = _randomize_batchnorm(Cat(), 4)
+    net = from_torch(model, (1, 4, 4))
+    assert any(type(layer).__name__ == "Concat" for layer in net.layers)
+    x = np.random.default_rng(4).normal(size=(10, 16))
+    np.testing.assert_allclose(net.forward(x), torch_forward(model, x, (1, 4, 4)), rtol=1e-10,
+                               atol=1e-10)
 
 
 def test_issue_18_load_torch_model_whole_or_state_dict(tmp_path: Path) -> None:
@@ -169,3 +227,44 @@ def test_issue_18_load_torch_model_whole_or_state_dict(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a torch file")
     with pytest.raises(InputError, match="not a torch model file"):
         load_torch_model(tmp_path / "junk.pt")
+
+
+def test_issue_19_torchvision_style_block_with_inplace_ops() -> None:
+    """torchvision's BasicBlock writes ``out += identity`` and ``nn.ReLU(inplace=True)``; the
+    stem is conv 7x7 / BatchNorm / ReLU / MaxPool, the head AdaptiveAvgPool2d + flatten."""
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(4)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            identity = x
+            out = self.relu(self.bn1(self.conv1(x)))
+            out = self.bn2(self.conv2(out))
+            out += identity
+            return self.relu(out)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = nn.Sequential(nn.Conv2d(3, 4, 7, 2, 3, bias=False), nn.BatchNorm2d(4),
+                                      nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+            self.layer = nn.Sequential(Block(), Block())
+            self.pool = nn.AdaptiveAvgPool2d((1, 1))
+            self.fc = nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.pool(self.layer(self.stem(x)))
+            return self.fc(torch.flatten(x, 1))
+
+    torch.manual_seed(5)
+    model = _randomize_batchnorm(Net(), 5)
+    net = from_torch(model, (3, 16, 16))
+    assert sum(type(layer).__name__ == "Add" for layer in net.layers) == 2
+    x = np.random.default_rng(5).normal(size=(6, 3 * 16 * 16))
+    np.testing.assert_allclose(net.forward(x), torch_forward(model, x, (3, 16, 16)),
+                               rtol=1e-10, atol=1e-10)

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from bnbver.errors import InputError
-from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.network import Add, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 from tests.conftest import random_relu_net
 
 
@@ -66,3 +66,57 @@ def test_nan_weights_rejected() -> None:
 def test_size_mismatch_rejected() -> None:
     with pytest.raises(InputError, match="expects 3 inputs"):
         Network((Dense(np.ones((2, 3)), np.zeros(2)),), (4,))
+
+
+# ---------------------------------------------------------------------------------------------
+# DAGs (issue 19)
+
+
+def _dag() -> Network:
+    from tests.graph_cases import residual_net
+
+    return residual_net(np.random.default_rng(0), n_in=3, width=4, blocks=2,
+                        shortcut="projection")
+
+
+def test_issue_19_dag_forward_torch_and_enclosures_agree() -> None:
+    import torch
+
+    net = _dag()
+    assert not net.is_chain and net.relu_sizes == [4, 4, 4, 4, 4]
+    x = np.random.default_rng(1).normal(size=(20, 3))
+    y, pre = net.forward_with_preactivations(x)
+    assert len(pre) == 5
+    with torch.no_grad():
+        np.testing.assert_allclose(net.to_torch()(torch.tensor(x)).numpy(), y, atol=1e-12)
+    for xi, yi in zip(x[:3], y[:3], strict=True):
+        exact = net.forward_exact(xi)
+        assert exact is not None
+        centre, err = net.forward_enclosure(xi)
+        np.testing.assert_allclose(centre, yi, rtol=1e-12)
+        assert np.all(np.abs(np.array([float(v) for v in exact]) - centre) <= err + 1e-300)
+
+
+def test_issue_19_dag_validation_names_the_layer() -> None:
+    d = Dense(np.ones((2, 2)), np.zeros(2))
+    with pytest.raises(InputError, match="layer 1.*reads tensors \\[1\\]"):
+        Network((d, ReLU(2)), (2,), inputs=((-1,), (1,)))
+    with pytest.raises(InputError, match="layer 1.*Add cannot read 1 tensors"):
+        Network((d, Add(2)), (2,), inputs=((-1,), (0,)))
+    with pytest.raises(InputError, match="layer 2.*expects \\[2, 2\\] inputs, gets \\[2, 3\\]"):
+        Network((d, Dense(np.ones((3, 2)), np.zeros(3)), Add(2)), (2,),
+                inputs=((-1,), (-1,), (0, 1)))
+    with pytest.raises(InputError, match="needs one entry per layer"):
+        Network((d,), (2,), inputs=((-1,), (0,)))
+
+
+def test_issue_19_relu_input_prefix_and_consumers() -> None:
+    net = _dag()
+    readers = net.consumers()
+    assert readers[1 + 1] == [2, 5]  # the first ReLU's output: the block and its projection
+    for k in range(len(net.relu_sizes)):
+        prefix = net.relu_input_prefix(k)
+        assert prefix.relu_sizes == net.relu_sizes[:k]
+        x = np.random.default_rng(k).normal(size=(5, 3))
+        _, pre = net.forward_with_preactivations(x)
+        np.testing.assert_allclose(prefix.forward(x), pre[k], atol=1e-12)

@@ -18,6 +18,7 @@ NOWHERE = "{missing}"
 #: script -> arguments that name something missing ({missing}: a path that does not exist)
 BAD_INPUT = {
     "bench_bounds": [NOWHERE, "--threads", "1", "--out", f"{NOWHERE}/b.md"],
+    "bench_graph": ["--baseline", NOWHERE, "--out", f"{NOWHERE}/g.md"],
     "bench_formulations": [NOWHERE, "--out", f"{NOWHERE}/f.md"],
     "bench_input_split": ["--bench", NOWHERE, "--out", f"{NOWHERE}/b.md"],
     "bdnn_experiments": ["--mnist", NOWHERE, "--out", f"{NOWHERE}/b.md"],

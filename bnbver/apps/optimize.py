@@ -74,7 +74,7 @@ from bnbver.lp.relaxation import (
 )
 from bnbver.lp.tighten import TightenOptions, count_unstable, l1_ball_cut, tighten_bounds
 from bnbver.milp import milp_encoders, parse_formulation
-from bnbver.network import Conv2d, Dense, MaxPool2d, Network, ReLU
+from bnbver.network import MaxPool2d, Network, ReLU, apply_layer
 from bnbver.spec import InputBox
 
 log = logging.getLogger(__name__)
@@ -258,10 +258,11 @@ def activation_pattern(
         Per ReLU layer an (n_l,) int8 mask, and per max-pool layer the (n_out,) position of
         each window's winner (the first maximum, as ``argmax`` picks it).
     """
-    h = np.asarray(x, dtype=np.float64).reshape(1, -1)
+    vals = [np.asarray(x, dtype=np.float64).reshape(1, -1)]
     masks: list[np.ndarray] = []
     winners: list[np.ndarray] = []
-    for layer in network.layers:
+    for layer, ins in zip(network.layers, network.inputs, strict=True):
+        h = vals[ins[0] + 1]
         if isinstance(layer, MaxPool2d):
             idx = layer.window_indices()
             padded = np.concatenate([h, np.full((1, 1), -np.inf)], axis=1)[0]
@@ -271,8 +272,9 @@ def activation_pattern(
         elif isinstance(layer, ReLU):
             masks.append(np.where(h[0] >= 0.0, 1, -1).astype(np.int8))
             h = np.maximum(h, 0.0)
-        elif isinstance(layer, (Dense, Conv2d)):
-            h = layer.forward(h)
+        else:
+            h = apply_layer(layer, [vals[t + 1] for t in ins])
+        vals.append(h)
     return masks, winners
 
 

@@ -36,7 +36,7 @@ from bnbver.bounds import (
 )
 from bnbver.bounds.clip import clip_boxes
 from bnbver.bounds.gradient import gradient_bounds, supports_gradient
-from bnbver.bounds.prepared import AffineOp
+from bnbver.bounds.prepared import AffineOp, BoundedNetwork
 from bnbver.bounds.rounding import outward
 from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import dual_proof, fixed_node_relaxation, lp_lower_bound
@@ -48,6 +48,13 @@ from bnbver.splits import Split, SplitSet, split_masks
 
 #: Input boxes narrower than this (absolute, every side) are treated as points.
 POINT_WIDTH = 1e-10
+#: The root's alpha-optimised intermediate bounds may take this share of the time left ...
+ROOT_SHARE = 0.3
+#: ... estimated as this many CROWN passes per optimisation step (backward pass, gradient).
+ROOT_STEP_COST = 3.0
+#: Networks below this many multiply-adds per CROWN pass (``_crown_work``) skip the timing
+#: probe: their optimised root is cheap (mnist_fc 256x6: 8e8; sri_resnet_a: 4e10).
+ROOT_PROBE_WORK = 1e10
 
 
 @dataclass(frozen=True, eq=False)
@@ -180,6 +187,17 @@ def _compute_dtype(precision: str, kind: str) -> torch.dtype | None:
     return None
 
 
+def _crown_work(net: BoundedNetwork) -> float:
+    """Return an upper estimate of a root CROWN pass's multiply-adds: every ReLU neuron's
+    rows through every affine op (a convolution costs its kernel at every output position)."""
+    per_row = 0.0
+    for op in net.ops:
+        if isinstance(op, AffineOp):
+            spatial = 1 if op.conv is None else op.conv.out_shape[1] * op.conv.out_shape[2]
+            per_row += float(op.weight.numel()) * spatial
+    return per_row * float(sum(net.relu_sizes))
+
+
 def stack_rows(prop: Property) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (C_all (R, m), d_all (R,), disjunct index (R,)) over all disjuncts.
 
@@ -271,14 +289,16 @@ class NodeBounder:
                    deadline: float | None = None) -> BoundedChild:
         """Bound the root node (intermediate bounds by CROWN, final by ``root_method``).
 
-        ``splits`` makes the root a subtree of a larger search (parallel subtrees).
+        ``splits`` makes the root a subtree of a larger search (parallel subtrees). With a
+        ``deadline``, the alpha-optimised intermediate bounds are computed only when their
+        estimated cost fits in ``ROOT_SHARE`` of the time left (:meth:`_root_bounds`).
         """
         splits = splits or SplitSet()
         box = (np.asarray(lower, dtype=np.float64)[None], np.asarray(upper, dtype=np.float64)[None])
         masks = tuple(torch.tensor(m, device=self.device)
                       for m in split_masks([splits], self.net.relu_sizes))
         batch = NodeBatch(*self._box_tensors(*box), masks, None)
-        result = bound_batch(self.net, batch, self.root_opts, deadline)
+        result = self._root_bounds(batch, deadline)
         root = self._children(box, batch, result, [splits], self.root_opts.method)[0]
         mode = getattr(self.options, "tighten", "none")
         tighten_end = time.monotonic() + getattr(self.options, "tighten_time", 30.0)
@@ -296,6 +316,28 @@ class NodeBounder:
             root = self._children(box, batch, result, [splits],
                                   f"{self.root_opts.method}+{mode}")[0]
         return root
+
+    def _root_bounds(self, batch: NodeBatch, deadline: float | None) -> BoundResult:
+        """Return the root's bounds, alpha-optimising its intermediate bounds only when
+        affordable: one CROWN pass is timed first, and if ``iterations + 1`` optimisation
+        steps of ``ROOT_STEP_COST`` such passes do not fit in ``ROOT_SHARE`` of the time left,
+        the root keeps CROWN's intermediate bounds and optimises only its final rows (on
+        sri_resnet_a the optimised root would take about 6 minutes on one CPU core)."""
+        opts = self.root_opts
+        if (not opts.optimize_intermediate or deadline is None
+                or _crown_work(self.net) < ROOT_PROBE_WORK):
+            return bound_batch(self.net, batch, opts, deadline)
+        t0 = time.monotonic()
+        crown = bound_batch(self.net, batch, replace(opts, method="crown", relu_coeffs=False,
+                                                     row_linear=False,
+                                                     optimize_intermediate=False))
+        cost = (time.monotonic() - t0) * ROOT_STEP_COST * (opts.iterations + 1)
+        if time.monotonic() + cost <= t0 + ROOT_SHARE * max(deadline - t0, 0.0):
+            return bound_batch(self.net, batch, opts, deadline)
+        state = crown.state.without_optimizer_state()
+        return bound_batch(self.net, NodeBatch(batch.lower, batch.upper, batch.splits, state),
+                           replace(opts, optimize_intermediate=False, intermediate="inherit"),
+                           deadline)
 
     def _box_tensors(self, lo: np.ndarray, up: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Return float64 tensors of a box: the engine rounds them outwards itself."""
@@ -552,12 +594,10 @@ class NodeBounder:
                              self._gradient(state, masks, len(parents)))
 
     def _feeding_bias(self, slot: int) -> torch.Tensor:
-        """Return the bias of the affine op feeding ReLU ``slot`` (zeros after a max pool,
-        which has none: a ReLU may follow a pooling layer directly)."""
-        op = self.net.ops[self.net.slot_ops[slot] - 1]
-        if isinstance(op, AffineOp):
-            return op.bias
-        return torch.zeros(self.net.slot_sizes[slot], dtype=self.dtype, device=self.device)
+        """Return the bias feeding ReLU ``slot``: the affine op's, summed over the branches of
+        a residual join (zeros after a max pool, which has none: a ReLU may follow a pooling
+        layer directly)."""
+        return self.net.pre_bias(slot)
 
     def _gradient(self, state: NodeState, masks: tuple[torch.Tensor, ...], batch: int
                   ) -> Callable[[], tuple[torch.Tensor, torch.Tensor]] | None:

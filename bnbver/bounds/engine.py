@@ -50,7 +50,7 @@ from bnbver.bounds.linear import (
     slot_start,
 )
 from bnbver.bounds.optimize import Optimized, initial_alpha, initial_beta, optimize
-from bnbver.bounds.prepared import AffineOp, BoundedNetwork, PoolOp, ReluOp
+from bnbver.bounds.prepared import AddOp, AffineOp, BoundedNetwork, PoolOp, ReluOp
 from bnbver.bounds.types import (
     FORWARD_MODES,
     INTERMEDIATE_MODES,
@@ -107,8 +107,10 @@ def _validate_batch(net: BoundedNetwork, batch: NodeBatch) -> tuple[NodeBatch, T
 
 
 def _produced_by_affine(net: BoundedNetwork, slot: int) -> bool:
-    p = net.slot_ops[slot] - 1
-    return p >= 0 and isinstance(net.ops[p], AffineOp)
+    """True when an affine op or a join (a residual sum, a concatenation) produces the
+    slot's input: CROWN can then be tighter than interval propagation."""
+    p = net.producer(slot)
+    return p >= 0 and not isinstance(net.ops[p], (ReluOp, PoolOp))
 
 
 def _refine_need(net: BoundedNetwork, slot: int, lo: Tensor, hi: Tensor,
@@ -143,8 +145,12 @@ def extend_errors(net: BoundedNetwork, errs: list[Tensor | None], relax: Sequenc
     Each affine op's vector needs a bound on its input's magnitude: the box for the first
     op, the output bound of the slot before it, or, after another affine op, that op's
     ``|W| m + |b|`` plus its own error vector (a run of affine ops is always recomputed from
-    its start, so that bound is at hand).
+    its start, so that bound is at hand). In a DAG every entry is recomputed
+    (:func:`_graph_errors`).
     """
+    if not net.is_chain:
+        errs[:] = _graph_errors(net, relax, lo, hi, end)
+        return
     begin = len(errs)
     while 0 < begin < end and isinstance(net.ops[begin - 1], AffineOp):
         begin -= 1
@@ -163,11 +169,43 @@ def extend_errors(net: BoundedNetwork, errs: list[Tensor | None], relax: Sequenc
             assert carry is not None
             m = carry
         else:
+            assert isinstance(prev, (ReluOp, PoolOp))
             m = relax[prev.slot].out_mag
         v = op.error_vector(m)
         errs.append(v)
         g = 2.0 * net.gamma(op.inner[0] + 2)
         carry = (op.linear(m, absolute=True) + op.abs_bias) * (1.0 + g) + v
+
+
+def _graph_errors(net: BoundedNetwork, relax: Sequence[Relax], lo: Tensor, hi: Tensor,
+                  end: int) -> list[Tensor | None]:
+    """Return the entries of :data:`~bnbver.bounds.linear.ErrorVectors` for ``ops[:end]`` of
+    a DAG: each op's output magnitude bound follows from its inputs' (the box for the input,
+    ``out_mag`` of a relaxation, ``|W| m + |b|`` plus the error vector after an affine op,
+    the sum rounded up after a residual sum)."""
+    box = rounding.box_magnitude(lo, hi)
+    mags: list[Tensor] = []
+    errs: list[Tensor | None] = []
+    for i in range(end):
+        op = net.ops[i]
+        ins = [box if t < 0 else mags[t] for t in net.inputs[i]]
+        if isinstance(op, AffineOp):
+            v = op.error_vector(ins[0])
+            g = 2.0 * net.gamma(op.inner[0] + 2)
+            errs.append(v)
+            mags.append((op.linear(ins[0], absolute=True) + op.abs_bias) * (1.0 + g) + v)
+            continue
+        if isinstance(op, (ReluOp, PoolOp)):
+            m = relax[op.slot].out_mag
+        elif isinstance(op, AddOp):
+            m = ins[0]
+            for other in ins[1:]:
+                m = rounding.up(m + other)
+        else:
+            m = torch.cat(ins, 1)
+        mags.append(m)
+        errs.append(m)
+    return errs
 
 
 InterimProof = tuple[int, Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]
@@ -266,7 +304,7 @@ def _per_node_pays(net: BoundedNetwork, slot: int, need: Tensor, index: Tensor,
         return False
     if options.optimize_intermediate and options.method in ("alpha", "beta"):
         return False
-    op = net.ops[net.slot_ops[slot] - 1]
+    op = net.ops[net.producer(slot)]
     if not isinstance(op, AffineOp) or op.conv is not None:
         return False
     return int(need.sum(dim=1).max()) <= 0.75 * index.numel()

@@ -39,6 +39,12 @@ functions (a bound on their values) and ``v`` the op's error vector
 rounded up and ``err_y = s err_h + 4 u s (size_h + |z0|)``. Ranges subtract ``err`` and their
 own rounding and are rounded outwards (:mod:`bnbver.bounds.rounding`).
 
+Over a DAG every op's output keeps its pair of functions: a residual sum adds its inputs'
+(``L = sum_k L_k``, ``U = sum_k U_k``; every coefficient of a sum of k terms is off by at
+most ``gamma_{k+1}`` of the sum of the terms' magnitudes, so
+``err = sum_k err_k + 2 gamma_{k+1} sum_k size_k``, with ``size_k`` the l1 size of input
+k's pair), and a concatenation concatenates them.
+
 Cost per node and layer: ``O(n_in * n_l * n_{l-1})``, against backward CROWN's
 ``O(n_l * sum_{k<l} n_k n_{k-1})`` for the same layer. Max pooling is not supported (the
 engine falls back to CROWN); convolutions are (through ``AffineOp.linear``).
@@ -56,7 +62,7 @@ from torch import Tensor
 from bnbver.bounds import rounding
 from bnbver.bounds.interval import clamp_splits, crossing, slot_input_interval, slot_split
 from bnbver.bounds.linear import Relax, relu_relax
-from bnbver.bounds.prepared import AffineOp, BoundedNetwork, PoolOp, ReluOp
+from bnbver.bounds.prepared import AddOp, AffineOp, BoundedNetwork, ConcatOp, PoolOp, ReluOp
 from bnbver.bounds.types import NodeBatch
 
 
@@ -133,6 +139,23 @@ def affine_symbolic(op: AffineOp, sym: Symbolic) -> Symbolic:
     return Symbolic(mid - rad + bias, mid + rad + bias, err)
 
 
+def join_symbolic(op: AddOp | ConcatOp, parts: list[Symbolic]) -> Symbolic:
+    """Map symbolic bounds through a residual sum or a concatenation (module docstring)."""
+    if isinstance(op, ConcatOp):
+        return Symbolic(torch.cat([p.lower for p in parts], 2),
+                        torch.cat([p.upper for p in parts], 2),
+                        torch.cat([p.err for p in parts], 1))
+    if len(parts) == 1:
+        return parts[0]
+    k = len(parts)
+    sizes = torch.stack([p.size() for p in parts]).sum(0)
+    errs = torch.stack([p.err for p in parts]).sum(0)
+    g = rounding.gamma(k + 1, errs.dtype)
+    err = (errs + 2.0 * g * sizes) * (1.0 + 4.0 * g)
+    return Symbolic(torch.stack([p.lower for p in parts]).sum(0),
+                    torch.stack([p.upper for p in parts]).sum(0), err)
+
+
 def func_range(funcs: Tensor, err: Tensor) -> tuple[Tensor, Tensor]:
     """Return a rigorous range ``(min_e f - err, max_e f + err)`` (B, n) of functions (B, K, n)."""
     spread = funcs[:, :-1].abs().sum(1)
@@ -197,14 +220,18 @@ def forward_bounds(net: BoundedNetwork, batch: NodeBatch) -> ForwardBounds:
         Per slot bounds and relaxations, infeasibility flags and forward margin bounds.
     """
     _, _, tol = net.margins
-    sym = input_symbolic(batch.lower, batch.upper)
+    syms = [input_symbolic(batch.lower, batch.upper)]
     lows: list[Tensor] = []
     ups: list[Tensor] = []
     relax: list[Relax] = []
     infeasible = torch.zeros(batch.batch_size, dtype=torch.bool, device=net.device)
-    for op in net.ops:
+    for op, ins in zip(net.ops, net.inputs, strict=True):
+        sym = syms[ins[0] + 1]
         if isinstance(op, AffineOp):
-            sym = affine_symbolic(op, sym)
+            syms.append(affine_symbolic(op, sym))
+            continue
+        if isinstance(op, (AddOp, ConcatOp)):
+            syms.append(join_symbolic(op, [syms[t + 1] for t in ins]))
             continue
         assert isinstance(op, ReluOp), "forward bounds do not support max pooling"
         lo, hi = _tighten(net, op.slot, batch, sym, lows, ups)
@@ -215,6 +242,6 @@ def forward_bounds(net: BoundedNetwork, batch: NodeBatch) -> ForwardBounds:
         parent = None if batch.state is None else (batch.state.lower[op.slot],
                                                     batch.state.upper[op.slot])
         relax.append(relu_relax(lo, hi, split, net.gamma(op.size + 16), parent))
-        sym = relu_symbolic(sym, lo, hi, split)
-    rows, _ = func_range(sym.lower, sym.err)
+        syms.append(relu_symbolic(sym, lo, hi, split))
+    rows, _ = func_range(syms[-1].lower, syms[-1].err)
     return ForwardBounds(lows, ups, relax, infeasible, rows)

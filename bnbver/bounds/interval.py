@@ -7,7 +7,9 @@ For an affine layer and an input interval with centre c and radius r (both (B, n
 (moved outwards by a rigorous bound on rounding and on the weights' recorded error, see
 :func:`affine_interval` and :mod:`bnbver.bounds.rounding`). A ReLU maps
 ``[l, u]`` to ``[max(l, 0), max(u, 0)]`` and a max pool maps each window to
-``[max_j l_j, max_j u_j]`` (padding cells are -inf and never win).
+``[max_j l_j, max_j u_j]`` (padding cells are -inf and never win). A residual sum maps its
+inputs' intervals to ``[sum_k l_k, sum_k u_k]``, each addition rounded outwards (one ulp), and
+a concatenation concatenates them.
 
 Splits clamp the pre-activation bounds of a ReLU layer: an active neuron (+1) satisfies
 ``z >= 0`` so ``l := max(l, 0)``; an inactive one (-1) satisfies ``z <= 0`` so ``u := min(u, 0)``.
@@ -25,7 +27,7 @@ import torch
 from torch import Tensor
 
 from bnbver.bounds import rounding
-from bnbver.bounds.prepared import AffineOp, BoundedNetwork, PoolOp, ReluOp
+from bnbver.bounds.prepared import AddOp, AffineOp, BoundedNetwork, ConcatOp, PoolOp, ReluOp
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,13 +92,48 @@ def crossing(lo: Tensor, hi: Tensor, tol: float) -> Tensor:
     return (lo > hi + tol).any(dim=1)
 
 
+def join_interval(op: AddOp | ConcatOp, parts: Sequence[tuple[Tensor, Tensor]]
+                  ) -> tuple[Tensor, Tensor]:
+    """Return a rigorous interval of a sum (each addition rounded outwards) or concatenation
+    of tensors with intervals ``parts``."""
+    if isinstance(op, ConcatOp):
+        return torch.cat([p[0] for p in parts], 1), torch.cat([p[1] for p in parts], 1)
+    lo, hi = parts[0]
+    for p_lo, p_hi in parts[1:]:
+        lo, hi = rounding.down(lo + p_lo), rounding.up(hi + p_hi)
+    return lo, hi
+
+
+def tensor_interval(net: BoundedNetwork, t: int, lower: Sequence[Tensor],
+                    upper: Sequence[Tensor], box_lo: Tensor,
+                    box_hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Return IBP bounds of the output of op ``t`` (-1: the box) from the slot bounds.
+
+    Walks back through affine and join ops to the outputs of earlier slots (whose input
+    bounds ``lower[s]``, ``upper[s]`` must be known) or to the input.
+    """
+    if t < 0:
+        return box_lo, box_hi
+    op = net.ops[t]
+    if isinstance(op, (ReluOp, PoolOp)):
+        return nonlinear_interval(op, lower[op.slot], upper[op.slot])
+    parts = [tensor_interval(net, s, lower, upper, box_lo, box_hi) for s in net.inputs[t]]
+    if isinstance(op, AffineOp):
+        return affine_interval(op, *parts[0])
+    return join_interval(op, parts)
+
+
 def slot_input_interval(net: BoundedNetwork, slot: int, lower: Sequence[Tensor],
                         upper: Sequence[Tensor], box_lo: Tensor,
                         box_hi: Tensor) -> tuple[Tensor, Tensor]:
     """Return IBP bounds of the input of ``slot`` (``len(slot_ops)`` means the output).
 
-    Starts from the bounds of the previous slot's input (``lower[slot-1]``), or the box.
+    Starts from the bounds of the previous slot's input (``lower[slot-1]``), or the box; in
+    a DAG from those of every slot whose output reaches it (:func:`tensor_interval`).
     """
+    if not net.is_chain:
+        t = net.producer(slot) if slot < len(net.slot_ops) else len(net.ops) - 1
+        return tensor_interval(net, t, lower, upper, box_lo, box_hi)
     if slot == 0:
         lo, hi, start = box_lo, box_hi, 0
     else:

@@ -26,6 +26,13 @@ exactly, which is what makes the result independent of how the coefficients were
 - the input: ``min_{x in [lo, hi]} a_0 x = sum_j min(a_0j lo_j, a_0j hi_j)``, attained at the
   corner ``x = lo`` where ``a_0 > 0`` and ``hi`` elsewhere (the *candidate*).
 
+Over a DAG (residual networks) the identity holds with one term per op and its inputs: a sum
+``h = g_1 + g_2`` hands its coefficient unchanged to both inputs (its term is exactly 0), a
+concatenation splits it, and a tensor read by several ops takes the sum of the coefficients
+its readers give it. That sum is rounded: with ``s = fl(c_1 + c_2)`` the term
+``(s - c_1 - c_2) h`` is at most ``u |s| . m`` for ``|h| <= m``, charged at ``2u`` (the engine
+keeps m for every shared tensor, :data:`ErrorVectors`).
+
 The ReLU coefficients follow CROWN: each coefficient takes the relaxation valid for its sign,
 ``nu = mu+ alpha + mu- s`` with the lower slope ``alpha`` in [0, 1] (CROWN: 1 if ``u >= -l``
 else 0; alpha-CROWN optimises it) and the chord slope ``s = u / (u - l)``; stable and split
@@ -54,14 +61,25 @@ import torch
 from torch import Tensor
 
 from bnbver.bounds import rounding
-from bnbver.bounds.prepared import AffineOp, BoundedNetwork, PoolOp, ReluOp
+from bnbver.bounds.prepared import (
+    AddOp,
+    AffineOp,
+    BoundedNetwork,
+    ConcatOp,
+    PoolOp,
+    ReluOp,
+    op_out_size,
+)
 
 # Largest number of elements of one batched coefficient tensor when bounding intermediate
 # neurons; the neurons are processed in chunks beyond it (memory, not speed).
 ROW_CHUNK_ELEMENTS = 1 << 25
 
 #: Per affine op (aligned with ``BoundedNetwork.ops``): its error vector (B, n_out) for the
-#: node batch (``AffineOp.error_vector`` of the op's input magnitude), None for other ops.
+#: node batch (``AffineOp.error_vector`` of the op's input magnitude), None for other ops;
+#: in a DAG, for a join op and for a ReLU or pool op whose output several ops read, a bound
+#: (B, n_out) on the magnitude of its output (what the rounding of summed coefficients is
+#: charged against).
 ErrorVectors = Sequence[Tensor | None]
 
 
@@ -326,6 +344,9 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
     Returns:
         The bound in terms of the network input.
     """
+    if not net.is_chain:
+        return _graph_backward(net, start, lin, relax, errs, alpha, beta,
+                               (record, record_nu), seed_beta)
     unit = net.unit
     charged = False
     for i in range(start, -1, -1):
@@ -334,25 +355,105 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
             lin = affine_backward(op, lin, None if charged else errs[i], unit)
             charged = False
         elif isinstance(op, ReluOp):
-            rx = relax[op.slot]
-            assert isinstance(rx, ReluRelax)
-            if record is not None:
-                record[op.layer] = lin.a
-            if seed_beta and beta is not None and alpha is not None:
-                assert isinstance(beta, list)
-                beta[op.layer] = seeded_beta(lin.a, rx, alpha[op.layer], beta[op.layer])
             v_prev = errs[i - 1] if i > 0 and isinstance(net.ops[i - 1], AffineOp) else None
-            lin = relu_backward(lin, rx, unit, None if alpha is None else alpha[op.layer],
-                                None if beta is None else beta[op.layer], v_prev)
+            lin = _relu_step(op, lin, relax, unit, alpha, beta, record, seed_beta, v_prev)
             if record_nu is not None:
                 record_nu[op.layer] = lin.a
             charged = v_prev is not None
         else:
+            assert isinstance(op, PoolOp)
             px = relax[op.slot]
             assert isinstance(px, PoolRelax)
             lin = pool_backward(op, lin, px, unit)
             charged = False
     return lin
+
+
+def _relu_step(op: ReluOp, lin: Linear, relax: Sequence[Relax], unit: float,
+               alpha: Sequence[Tensor] | None, beta: Sequence[Tensor | None] | None,
+               record: list[Tensor | None] | None, seed_beta: bool,
+               v_prev: Tensor | None) -> Linear:
+    """Move a bound through one ReLU op (recording and seeding on the way, see backward)."""
+    rx = relax[op.slot]
+    assert isinstance(rx, ReluRelax)
+    if record is not None:
+        record[op.layer] = lin.a
+    if seed_beta and beta is not None and alpha is not None:
+        assert isinstance(beta, list)
+        beta[op.layer] = seeded_beta(lin.a, rx, alpha[op.layer], beta[op.layer])
+    return relu_backward(lin, rx, unit, None if alpha is None else alpha[op.layer],
+                         None if beta is None else beta[op.layer], v_prev)
+
+
+def _graph_backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax],
+                    errs: ErrorVectors, alpha: Sequence[Tensor] | None,
+                    beta: Sequence[Tensor | None] | None,
+                    records: tuple[list[Tensor | None] | None, list[Tensor | None] | None],
+                    seed_beta: bool) -> Linear:
+    """:func:`backward` over a DAG: ops in reverse topological order, each handing its
+    output's coefficient to its inputs; a tensor's coefficients from several readers are
+    summed (:func:`_accumulate`) before its own op moves them on. ``records`` are
+    ``backward``'s ``record`` and ``record_nu`` (a ReLU's input coefficient from that ReLU)."""
+    record, record_nu = records
+    unit = net.unit
+    coeffs: dict[int, Tensor] = {start: lin.a}
+    bias, err = lin.bias, lin.err
+    charged: set[int] = set()
+    for i in range(start, -1, -1):
+        a = coeffs.pop(i, None)
+        if a is None:
+            continue
+        op, ins = net.ops[i], net.inputs[i]
+        cur = Linear(a, bias, err)
+        if isinstance(op, AffineOp):
+            cur = affine_backward(op, cur, None if i in charged else errs[i], unit)
+        elif isinstance(op, ReluOp):
+            j = ins[0]
+            fused = j >= 0 and isinstance(net.ops[j], AffineOp) and net.readers[j + 1] == 1
+            if fused:
+                charged.add(j)
+            cur = _relu_step(op, cur, relax, unit, alpha, beta, record, seed_beta,
+                             errs[j] if fused else None)
+            if record_nu is not None:
+                record_nu[op.layer] = cur.a
+        elif isinstance(op, PoolOp):
+            px = relax[op.slot]
+            assert isinstance(px, PoolRelax)
+            cur = pool_backward(op, cur, px, unit)
+        bias, err = cur.bias, cur.err
+        for t, c in zip(ins, _input_coeffs(op, cur.a), strict=True):
+            err = _accumulate(net, coeffs, t, c, err, errs)
+    a_in = coeffs.pop(-1, None)
+    if a_in is None:
+        a_in = lin.a.new_zeros((*lin.a.shape[:2], net.input_size))
+    return Linear(a_in, bias, err)
+
+
+def _input_coeffs(op: object, a: Tensor) -> list[Tensor]:
+    """Return the coefficient of each input of ``op`` given ``a``: the result of the op's
+    backward step for a unary op, ``a`` itself for every summand, ``a``'s slices for a
+    concatenation (all exact)."""
+    if isinstance(op, AddOp):
+        return [a] * op.arity
+    if isinstance(op, ConcatOp):
+        return list(torch.split(a, list(op.sizes), dim=2))
+    return [a]
+
+
+def _accumulate(net: BoundedNetwork, coeffs: dict[int, Tensor], t: int, c: Tensor,
+                err: Tensor, errs: ErrorVectors) -> Tensor:
+    """Add ``c`` to the coefficient of tensor ``t``; return ``err`` plus the rounding of the
+    sum, ``2u |s| . m`` with m the tensor's magnitude bound (see the module docstring)."""
+    old = coeffs.get(t)
+    if old is None:
+        coeffs[t] = c
+        return err
+    total = old + c
+    coeffs[t] = total
+    mag = errs[t] if t >= 0 else None
+    if mag is None:
+        raise AssertionError(f"no magnitude bound for tensor {t}, which several ops read")
+    return err + 2.0 * net.unit * _weighted(total, mag.unsqueeze(2))
 
 
 def concretize(net: BoundedNetwork, lin: Linear, lo: Tensor,
@@ -392,7 +493,7 @@ def final_start(net: BoundedNetwork, errs: ErrorVectors) -> tuple[int, Linear]:
     op = net.ops[-1]
     v = errs[len(net.ops) - 1]
     assert isinstance(op, AffineOp) and op.conv is None and v is not None
-    return len(net.ops) - 2, Linear(op.weight.unsqueeze(0), op.bias.unsqueeze(0), v)
+    return net.inputs[-1][0], Linear(op.weight.unsqueeze(0), op.bias.unsqueeze(0), v)
 
 
 def crown_rows(net: BoundedNetwork, lo: Tensor, hi: Tensor, relax: Sequence[Relax],
@@ -411,22 +512,30 @@ def slot_start(net: BoundedNetwork, slot: int, index: Tensor,
     of the affine op feeding ``slot``.
 
     ``h`` is the input of ``slot`` and ``k`` runs over ``index`` (K neurons); the lower bound
-    of ``-h_k`` is minus the upper bound of ``h_k``.
+    of ``-h_k`` is minus the upper bound of ``h_k``. When a join (a residual sum) produces
+    ``h``, the rows are the unit vectors ``+-e_k`` on its output (exact: no error term).
     """
-    p = net.slot_ops[slot] - 1
+    p = net.producer(slot)
     op = net.ops[p]
+    if not isinstance(op, AffineOp):
+        k = index.numel()
+        eye = torch.zeros((2 * k, op_out_size(op)), dtype=net.dtype, device=net.device)
+        rows = torch.arange(k, device=net.device)
+        eye[rows, index] = 1.0
+        eye[rows + k, index] = -1.0
+        zero = eye.new_zeros((1, 2 * k))
+        return p, Linear(eye.unsqueeze(0), zero, zero)
     v = errs[p]
-    assert isinstance(op, AffineOp) and v is not None
+    assert v is not None
     w, b = op.rows(index)
     e = v.index_select(1, index)
-    return p - 1, Linear(torch.cat([w, -w], 0).unsqueeze(0), torch.cat([b, -b], 0).unsqueeze(0),
-                         torch.cat([e, e], 1))
+    return net.inputs[p][0], Linear(torch.cat([w, -w], 0).unsqueeze(0),
+                                    torch.cat([b, -b], 0).unsqueeze(0), torch.cat([e, e], 1))
 
 
 def chunk_size(net: BoundedNetwork, slot: int, batch: int) -> int:
     """Return how many neurons of ``slot`` to bound per backward pass (memory cap)."""
-    widths = [net.input_size] + [op.size if isinstance(op, ReluOp) else op.out_size
-                                 for op in net.ops[:net.slot_ops[slot]]]
+    widths = [net.input_size] + [op_out_size(op) for op in net.ops[:net.slot_ops[slot]]]
     return max(1, ROW_CHUNK_ELEMENTS // (2 * batch * max(widths)))
 
 
@@ -465,7 +574,7 @@ def crown_slot_per_node(net: BoundedNetwork, slot: int, index: Tensor, lo: Tenso
     the union of theirs: deep in an input-split search each node has a few unstable neurons
     and the union is 1.5-3x larger. Dense layers only (the rows are gathered from ``W``).
     """
-    p = net.slot_ops[slot] - 1
+    p = net.producer(slot)
     op = net.ops[p]
     v = errs[p]
     assert isinstance(op, AffineOp) and op.conv is None and v is not None
@@ -476,7 +585,7 @@ def crown_slot_per_node(net: BoundedNetwork, slot: int, index: Tensor, lo: Tenso
         b = op.bias[part]
         e = v.gather(1, part)
         lin = Linear(torch.cat([w, -w], 1), torch.cat([b, -b], 1), torch.cat([e, e], 1))
-        lb, _ = concretize(net, backward(net, p - 1, lin, relax, errs), lo, hi)
+        lb, _ = concretize(net, backward(net, net.inputs[p][0], lin, relax, errs), lo, hi)
         k = part.shape[1]
         lows.append(lb[:, :k])
         ups.append(-lb[:, k:])

@@ -7,7 +7,15 @@
   transpose ``conv_transpose2d``, which on the CPU is faster and far smaller than the sparse
   matrix for 3x32x32 inputs);
 - :class:`ReluOp` and :class:`PoolOp` (max pooling), the nonlinear *slots*: slot s is the s-th
-  nonlinear operation and the engine keeps bounds of its input, (B, n_s).
+  nonlinear operation and the engine keeps bounds of its input, (B, n_s);
+- :class:`AddOp` and :class:`ConcatOp`, the joins of a DAG (residual sums, concatenations).
+
+Ops are in a topological order and ``BoundedNetwork.inputs[i]`` names the ops whose outputs
+op i reads (``-1``: the network input); in a chain op i reads op i - 1. A tensor read by
+several ops is always the output of a ReLU, pool or join op (``prepare`` puts a one-input
+:class:`AddOp`, the identity, after a shared affine op or a shared input): the backward pass
+sums the coefficients its readers give it, and the rounding of that sum is charged against a
+bound on the tensor's magnitude, which the engine keeps for those ops (``ErrorVectors``).
 
 ``Flatten`` is the identity on flat vectors and disappears. The specification is folded into the
 last affine layer: if the network ends with ``y = W h + b`` the prepared network ends with
@@ -36,7 +44,18 @@ from torch import Tensor
 from bnbver.bounds import rounding
 from bnbver.bounds.types import BoundsOptions, margins_for
 from bnbver.errors import InputError
-from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU, flat_bias_err
+from bnbver.network import (
+    Add,
+    Concat,
+    Conv2d,
+    Dense,
+    Flatten,
+    Layer,
+    MaxPool2d,
+    Network,
+    ReLU,
+    flat_bias_err,
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +190,38 @@ class PoolOp:
     slot: int
 
 
-Op = AffineOp | ReluOp | PoolOp
+@dataclass(frozen=True, eq=False)
+class AddOp:
+    """Elementwise sum of ``arity`` tensors of ``out_size`` values (one input: the identity).
+
+    Exact in real arithmetic, so a backward pass hands its output's coefficient unchanged to
+    every input; forward evaluations round each addition (``bounds.interval`` rounds
+    outwards).
+    """
+
+    out_size: int
+    arity: int
+
+
+@dataclass(frozen=True, eq=False)
+class ConcatOp:
+    """Concatenation of flat inputs of ``sizes`` values (exact; backward splits the
+    coefficient)."""
+
+    sizes: tuple[int, ...]
+
+    @property
+    def out_size(self) -> int:
+        return int(sum(self.sizes))
+
+
+Op = AffineOp | ReluOp | PoolOp | AddOp | ConcatOp
+JoinOp = AddOp | ConcatOp
+
+
+def op_out_size(op: Op) -> int:
+    """Return the flat output size of an op."""
+    return op.size if isinstance(op, ReluOp) else op.out_size
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,7 +229,8 @@ class BoundedNetwork:
     """A network with the specification folded in, ready for batched bounding.
 
     Attributes:
-        ops: the operations in order; the last one is the folded affine layer (R outputs).
+        ops: the operations in a topological order; the last one is the folded affine layer
+            (R outputs).
         input_size: n_in.
         num_rows: R, the number of specification rows.
         slot_ops: op index of each nonlinear slot.
@@ -187,6 +238,8 @@ class BoundedNetwork:
         slot_sizes: n_s of each slot.
         dtype: computation dtype.
         device: computation device.
+        inputs: per op the ops it reads (``-1``: the network input); empty means a chain
+            (op i reads op i - 1).
     """
 
     ops: tuple[Op, ...]
@@ -197,6 +250,47 @@ class BoundedNetwork:
     slot_sizes: tuple[int, ...]
     dtype: torch.dtype
     device: torch.device
+    inputs: tuple[tuple[int, ...], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.inputs:
+            object.__setattr__(self, "inputs", tuple((i - 1,) for i in range(len(self.ops))))
+
+    @cached_property
+    def is_chain(self) -> bool:
+        """True when op i reads op i - 1 for every i (no joins)."""
+        return all(ins == (i - 1,) for i, ins in enumerate(self.inputs))
+
+    @cached_property
+    def readers(self) -> tuple[int, ...]:
+        """Per tensor (index ``t + 1`` for op t, 0 for the input) the number of ops reading it."""
+        out = [0] * (len(self.ops) + 1)
+        for ins in self.inputs:
+            for t in ins:
+                out[t + 1] += 1
+        return tuple(out)
+
+    def producer(self, slot: int) -> int:
+        """Return the op whose output is the input of ``slot`` (-1: the network input)."""
+        return self.inputs[self.slot_ops[slot]][0]
+
+    def pre_bias(self, slot: int) -> Tensor:
+        """Return (n_s,) the constant term of the input of ``slot``: the bias of the affine op
+        producing it, summed over the branches of a residual join (0 past a nonlinearity)."""
+        return self._constant(self.producer(slot))
+
+    def _constant(self, t: int) -> Tensor:
+        if t < 0:
+            return torch.zeros(self.input_size, dtype=self.dtype, device=self.device)
+        op = self.ops[t]
+        if isinstance(op, AffineOp):
+            return op.bias
+        parts = [self._constant(s) for s in self.inputs[t]] if isinstance(op, JoinOp) else []
+        if isinstance(op, AddOp):
+            return torch.stack(parts).sum(0)
+        if isinstance(op, ConcatOp):
+            return torch.cat(parts)
+        return torch.zeros(op_out_size(op), dtype=self.dtype, device=self.device)
 
     @property
     def relu_sizes(self) -> list[int]:
@@ -218,6 +312,7 @@ class BoundedNetwork:
         """The longest dot product any bound of this network takes (error-model size)."""
         widths = [self.input_size,
                   *(max(op.inner) for op in self.ops if isinstance(op, AffineOp)),
+                  *(op.out_size for op in self.ops if isinstance(op, (AddOp, ConcatOp))),
                   *self.slot_sizes, self.num_rows]
         return int(max(widths)) + 4 * len(self.ops) + 8
 
@@ -232,16 +327,23 @@ class BoundedNetwork:
 
     def forward(self, x: Tensor) -> Tensor:
         """Return the margins ``C f(x) - d`` for x (N, n_in) (a reference, not sound)."""
-        h = x.to(dtype=self.dtype, device=self.device)
-        for op in self.ops:
+        vals = [x.to(dtype=self.dtype, device=self.device)]
+        for op, ins in zip(self.ops, self.inputs, strict=True):
+            args = [vals[t + 1] for t in ins]
+            h = args[0]
             if isinstance(op, AffineOp):
                 h = op.linear(h) + op.bias
             elif isinstance(op, ReluOp):
                 h = h.clamp(min=0)
+            elif isinstance(op, AddOp):
+                h = torch.stack(args).sum(0)
+            elif isinstance(op, ConcatOp):
+                h = torch.cat(args, 1)
             else:
                 padded = torch.cat([h, h.new_full((h.shape[0], 1), -torch.inf)], 1)
                 h = padded[:, op.windows].amax(dim=2)
-        return h
+            vals.append(h)
+        return vals[-1]
 
 
 def _tensor(a: Any, dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -289,7 +391,8 @@ def _affine(layer: Dense | Conv2d, dtype: torch.dtype, device: torch.device) -> 
 
 def _fold_spec(ops: list[Op], last_layer: Dense | None, n_out: int, C: np.ndarray,
                d: np.ndarray, dtype: torch.dtype, device: torch.device) -> None:
-    """Replace the last dense layer ``(W, b)`` by ``(C W, C b - d)`` (or append ``(C, -d)``).
+    """Replace the last dense layer ``(W, b)`` by ``(C W, C b - d)`` (or append ``(C, -d)``,
+    reading the last op).
 
     The float64 products ``C W`` and ``C b - d`` are rounded; their error bounds
     (``gamma_k (|C| |W|)`` with k the nonzeros per row of C, plus the layer's own recorded
@@ -344,29 +447,101 @@ def prepare(network: Network, C: Any = None, d: Any = None,
     options = options or BoundsOptions()
     dtype, device = options.resolved_dtype(), torch.device(options.device)
     C, d = _validate_spec(network, C, d)
-    ops: list[Op] = []
-    slot_ops: list[int] = []
-    relu_slots: list[int] = []
-    slot_sizes: list[int] = []
-    for layer, n_in in zip(network.layers, network.sizes, strict=False):
+    g = _OpGraph(network, dtype, device)
+    for i, (layer, ins, n_in) in enumerate(zip(network.layers, network.inputs,
+                                               network.in_sizes, strict=True)):
+        g.add(i, layer, ins, n_in)
+    if g.out(len(network.layers) - 1) != len(g.ops) - 1:
+        g.append(AddOp(network.num_outputs, 1), (g.out(len(network.layers) - 1),), None)
+    last = g.layer_of[-1] if g.ops else None
+    n_ops = len(g.ops)
+    _fold_spec(g.ops, last if isinstance(last, Dense) else None, network.num_outputs, C, d,
+               dtype, device)
+    if len(g.ops) > n_ops:
+        g.inputs.append((n_ops - 1,))
+    rounding.strict_matmul(device, dtype)
+    return BoundedNetwork(tuple(g.ops), network.input_size, int(C.shape[0]),
+                          tuple(g.slot_ops), tuple(g.relu_slots), tuple(g.slot_sizes), dtype,
+                          device, tuple(g.inputs))
+
+
+class _OpGraph:
+    """The ops being built by :func:`prepare` (a private workspace): IR tensor -> op index.
+
+    A tensor that several layers read gets an identity :class:`AddOp` after it unless a
+    ReLU, pool or join op produced it (see the module docstring).
+    """
+
+    def __init__(self, network: Network, dtype: torch.dtype, device: torch.device) -> None:
+        self.dtype, self.device = dtype, device
+        self.ops: list[Op] = []
+        self.inputs: list[tuple[int, ...]] = []
+        self.layer_of: list[Layer | None] = []
+        self.slot_ops: list[int] = []
+        self.relu_slots: list[int] = []
+        self.slot_sizes: list[int] = []
+        self.tensor_op: dict[int, int] = {-1: -1}
+        self.shared = _shared_tensors(network)
+        if -1 in self.shared:
+            self.append(AddOp(network.input_size, 1), (-1,), None)
+            self.tensor_op[-1] = 0
+
+    def out(self, tensor: int) -> int:
+        """Return the op whose output is IR tensor ``tensor``."""
+        return self.tensor_op[tensor]
+
+    def append(self, op: Op, inputs: tuple[int, ...], layer: Layer | None) -> int:
+        self.ops.append(op)
+        self.inputs.append(inputs)
+        self.layer_of.append(layer)
+        return len(self.ops) - 1
+
+    def add(self, i: int, layer: Layer, ins: tuple[int, ...], n_in: int) -> None:
+        """Add the op of IR layer i (reading IR tensors ``ins``)."""
+        srcs = tuple(self.tensor_op[t] for t in ins)
+        if isinstance(layer, Flatten):
+            self.tensor_op[i] = srcs[0]
+            return
+        slot = len(self.slot_ops)
+        op: Op
         if isinstance(layer, (Dense, Conv2d)):
-            ops.append(_affine(layer, dtype, device))
+            op = _affine(layer, self.dtype, self.device)
         elif isinstance(layer, ReLU):
-            relu_slots.append(len(slot_ops))
-            ops.append(ReluOp(layer.size, len(relu_slots) - 1, len(slot_ops)))
+            self.relu_slots.append(slot)
+            op = ReluOp(layer.size, len(self.relu_slots) - 1, slot)
         elif isinstance(layer, MaxPool2d):
             win = layer.window_indices()
             win = np.where(win < 0, layer.in_size, win)
-            ops.append(PoolOp(torch.as_tensor(win, dtype=torch.long, device=device),
-                              layer.in_size, layer.out_size, len(slot_ops)))
-        elif not isinstance(layer, Flatten):
+            op = PoolOp(torch.as_tensor(win, dtype=torch.long, device=self.device),
+                        layer.in_size, layer.out_size, slot)
+        elif isinstance(layer, Add):
+            op = AddOp(layer.size, len(srcs))
+        elif isinstance(layer, Concat):
+            op = ConcatOp(tuple(int(n) for n in layer.sizes))
+        else:
             raise InputError("network", f"unsupported layer {type(layer).__name__}")
-        if isinstance(layer, (ReLU, MaxPool2d)):
-            slot_ops.append(len(ops) - 1)
-            slot_sizes.append(n_in)
-    dense = [layer for layer in network.layers if isinstance(layer, (Dense, Conv2d))]
-    last_layer = dense[-1] if dense and isinstance(dense[-1], Dense) else None
-    _fold_spec(ops, last_layer, network.num_outputs, C, d, dtype, device)
-    rounding.strict_matmul(device, dtype)
-    return BoundedNetwork(tuple(ops), network.input_size, int(C.shape[0]), tuple(slot_ops),
-                          tuple(relu_slots), tuple(slot_sizes), dtype, device)
+        k = self.append(op, srcs, layer)
+        if isinstance(op, (ReluOp, PoolOp)):
+            self.slot_ops.append(k)
+            self.slot_sizes.append(n_in)
+        if isinstance(op, AffineOp) and i in self.shared:
+            k = self.append(AddOp(op.out_size, 1), (k,), None)
+        self.tensor_op[i] = k
+
+
+def _shared_tensors(network: Network) -> set[int]:
+    """Return the IR tensors (-1: the input) that several non-Flatten layers read, directly
+    or through Flatten layers (which disappear)."""
+    root = {-1: -1}
+    count: dict[int, int] = {}
+    for i, (layer, ins) in enumerate(zip(network.layers, network.inputs, strict=True)):
+        if isinstance(layer, Flatten):
+            root[i] = root[ins[0]]
+            continue
+        root[i] = i
+        for t in ins:
+            count[root[t]] = count.get(root[t], 0) + 1
+    out = root[len(network.layers) - 1]
+    if out != len(network.layers) - 1:  # the specification then reads it too
+        count[out] = count.get(out, 0) + 1
+    return {t for t, c in count.items() if c > 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bnbver.io.loaders import load_network
-from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.network import Add, Concat, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -14,7 +14,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def describe(network: Network) -> list[str]:
-    """Return one human-readable line per layer plus a summary line."""
+    """Return one human-readable line per layer plus a summary line (in a DAG each line also
+    names the layers it reads: ``<- [2, 5]``, -1 being the input)."""
     lines = [f"input  shape {tuple(network.input_shape)} ({network.input_size} values)"]
     sizes = network.sizes
     relu_index = 0
@@ -33,6 +34,12 @@ def describe(network: Network) -> list[str]:
             relu_index += 1
         elif isinstance(layer, Flatten):
             text = f"Flatten    {n_in}"
+        elif isinstance(layer, Add):
+            text = f"Add        {len(network.inputs[i])} x {layer.size}"
+        elif isinstance(layer, Concat):
+            text = f"Concat     {' + '.join(str(n) for n in layer.sizes)} -> {layer.size}"
+        if not network.is_chain:
+            text = f"{text}  <- {list(network.inputs[i])}"
         lines.append(f"[{i:2d}] {text}")
     lines.append(f"output {network.num_outputs} values; {len(network.relu_sizes)} ReLU layers, "
                  f"{sum(network.relu_sizes)} ReLU neurons")

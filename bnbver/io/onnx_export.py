@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.network import Add, Concat, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 
 OPSET = 13
 IR_VERSION = 8
@@ -67,8 +67,15 @@ def save_onnx(network: Network, path: str | Path, dtype: str = "float32") -> Non
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     np_dtype, elem = _DTYPES[dtype]
     b = _Builder(np_dtype, shape=tuple(network.input_shape))
-    for i, layer in enumerate(network.layers):
-        _emit(b, i, layer)
+    tensors = [(b.current, b.shape)]
+    for i, (layer, ins) in enumerate(zip(network.layers, network.inputs, strict=True)):
+        b.current, b.shape = tensors[ins[0] + 1]
+        if isinstance(layer, (Add, Concat)):
+            _emit_join(b, layer, [tensors[t + 1] for t in ins])
+        else:
+            _emit(b, i, layer)
+        tensors.append((b.current, b.shape))
+    b.current, b.shape = tensors[-1]
     _to_vector(b)
     graph = helper.make_graph(
         b.nodes, "bnbver",
@@ -108,6 +115,25 @@ def _emit(b: _Builder, i: int, layer: object) -> None:
         _to_vector(b)
     else:
         raise TypeError(f"layer {i}: cannot export {type(layer).__name__}")
+
+
+def _emit_join(b: _Builder, layer: Add | Concat, parts: list[tuple[str, tuple[int, ...]]]
+               ) -> None:
+    """Append an Add (of same-shaped tensors, else of their flattenings) or a Concat of the
+    flattened inputs (the flat concatenation, as the IR defines it)."""
+    names = []
+    flat = isinstance(layer, Concat) or len({shape for _, shape in parts}) > 1
+    for name, shape in parts:
+        b.current, b.shape = name, shape
+        if flat:
+            _to_vector(b)
+        names.append(b.current)
+    if isinstance(layer, Add):
+        b.node("Sum", names)
+        b.shape = b.shape if not flat else (layer.size,)
+    else:
+        b.node("Concat", names, axis=1)
+        b.shape = (layer.size,)
 
 
 def _to_vector(b: _Builder) -> None:

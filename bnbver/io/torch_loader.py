@@ -1,14 +1,18 @@
-"""Convert a ``torch.nn.Sequential`` of supported modules into the :mod:`bnbver.network` IR.
+"""Convert a torch model into the :mod:`bnbver.network` IR.
 
-Supported: ``Linear``, ``Conv2d`` (``groups = 1``, ``dilation = 1``, zero padding), ``ReLU``,
-``MaxPool2d`` (``dilation = 1``, no ``ceil_mode``), ``AvgPool2d`` (no ``ceil_mode``; with
-padding only when it counts in the divisor) and ``AdaptiveAvgPool2d`` (output sizes dividing
-the input) as a :class:`Conv2d` with fixed weights, ``BatchNorm1d``/``BatchNorm2d`` (inference:
-running statistics) folded into the affine layer just before them, or else a diagonal layer,
-``Flatten`` (``start_dim = 1``, ``end_dim = -1``), and ``Identity``/``Dropout`` (dropped).
-Nested ``Sequential`` containers are walked in order; errors name a module by its dotted index
-(``"2.1"`` is child 1 of child 2). Other modules (including custom ``nn.Module`` classes with
-their own ``forward``) are refused with a message naming the first one.
+An ``nn.Sequential`` (or one supported module) is walked in order, one handler per module type.
+Supported: ``Linear``, ``Conv2d`` (any ``groups``: a grouped convolution becomes one Conv2d
+with a block-diagonal weight; ``dilation = 1``, zero padding), ``ReLU``, ``MaxPool2d``
+(``dilation = 1``, no ``ceil_mode``), ``AvgPool2d`` (no ``ceil_mode``; with padding only when it
+counts in the divisor) and ``AdaptiveAvgPool2d`` (output sizes dividing the input) as a
+:class:`Conv2d` with fixed weights, ``BatchNorm1d``/``BatchNorm2d`` (inference: running
+statistics) folded into the affine layer just before them, or else a per-channel layer (its
+float64 rounding recorded in the layer's error fields), ``Flatten`` (``start_dim = 1``,
+``end_dim = -1``), and ``Identity``/``Dropout`` (dropped). Nested ``Sequential`` containers
+are walked in order; errors name a module by its dotted index (``"2.1"`` is child 1 of child
+2). A model with a custom module (its own ``forward``: a ResNet block, say) anywhere is read
+through ``torch.fx`` instead (:mod:`bnbver.io.torch_fx`), which supports residual sums and
+concatenations too.
 
 :func:`load_torch_model` reads a module saved whole (``torch.save(model)``) or a state dict
 with a factory function that builds the module.
@@ -28,7 +32,14 @@ import torch
 from torch import nn
 
 from bnbver.errors import InputError, UnsupportedOperatorError
-from bnbver.io.layers import avg_pool_conv, channel_affine, fold_after
+from bnbver.io.layers import (
+    ElementwiseMap,
+    avg_pool_conv,
+    batchnorm_map,
+    channel_map_layer,
+    fold_map_after,
+    grouped_conv_weight,
+)
 from bnbver.network import Conv2d, Dense, Flatten, Layer, MaxPool2d, Network, ReLU
 
 SOURCE = "torch module"
@@ -52,10 +63,12 @@ _Handler = Callable[[_State, nn.Module, str], None]
 
 
 def from_torch(module: nn.Module, input_shape: tuple[int, ...]) -> Network:
-    """Convert a sequential torch model.
+    """Convert a torch model: a Sequential chain, or any module through ``torch.fx``.
 
     Args:
-        module: an ``nn.Sequential`` (possibly nested) or a single supported module.
+        module: an ``nn.Sequential`` (possibly nested), a single supported module, or a
+            module with its own ``forward`` (a residual network, say), which is traced by
+            ``torch.fx`` (:mod:`bnbver.io.torch_fx`).
         input_shape: the shape of one input without the batch dimension, e.g. ``(784,)`` or
             ``(3, 32, 32)``.
 
@@ -63,19 +76,37 @@ def from_torch(module: nn.Module, input_shape: tuple[int, ...]) -> Network:
         The equivalent network on flat inputs, with float64 copies of the weights.
 
     Raises:
-        UnsupportedOperatorError: a module type or setting has no encoding; the message names
-            the module type and its index.
+        UnsupportedOperatorError: a module type, setting or traced operation has no
+            encoding; the message names the module type and its index (or the traced node).
     """
+    leaves = list(_leaves(module, ""))
+    if any(type(mod) not in _HANDLERS and any(True for _ in mod.children())
+           for _, mod in leaves):
+        from bnbver.io.torch_fx import from_fx
+
+        return from_fx(module, tuple(int(d) for d in input_shape))
     st = _State(tuple(int(d) for d in input_shape))
-    for index, mod in _leaves(module, ""):
-        handler = _HANDLERS.get(type(mod))
-        if handler is None:
-            custom = not isinstance(mod, nn.Sequential) and any(True for _ in mod.children())
-            _unsupported(mod, index, "unsupported module type" if not custom else
-                         "a custom module with its own forward (bnbver reads nn.Sequential "
-                         "chains of supported layers; export it to ONNX instead) is")
-        handler(st, mod, index)
+    for index, mod in leaves:
+        _apply(st, mod, index)
     return Network(tuple(st.layers), tuple(input_shape), st.shape)
+
+
+def _apply(st: _State, mod: nn.Module, index: str) -> None:
+    """Apply the handler of one leaf module, or raise naming it."""
+    handler = _HANDLERS.get(type(mod))
+    if handler is None:
+        _unsupported(mod, index, "unsupported module type")
+    handler(st, mod, index)
+
+
+def sequential_layers(mod: nn.Module, shape: tuple[int, ...],
+                      index: str) -> tuple[list[Layer], tuple[int, ...]]:
+    """Return the IR layers of one supported module (or Sequential) on an input of ``shape``
+    and the output shape (the torch.fx reader uses the Sequential handlers through this)."""
+    st = _State(tuple(shape))
+    for sub, leaf in _leaves(mod, index):
+        _apply(st, leaf, sub)
+    return st.layers, st.shape
 
 
 def _leaves(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
@@ -110,13 +141,14 @@ def _linear(st: _State, mod: nn.Module, index: str) -> None:
 def _conv(st: _State, mod: nn.Module, index: str) -> None:
     """Conv2d with zero padding, groups 1 and dilation 1."""
     assert isinstance(mod, nn.Conv2d)
-    ok = mod.groups == 1 and tuple(mod.dilation) == (1, 1) and mod.padding_mode == "zeros"
+    ok = tuple(mod.dilation) == (1, 1) and mod.padding_mode == "zeros"
     if not ok or len(st.shape) != 3 or st.shape[0] != mod.in_channels:
         _unsupported(mod, index, f"settings or input shape {st.shape} not supported in")
     pad = _padding(mod, index, mod.kernel_size, mod.stride)
     bias = _array(mod.bias) if mod.bias is not None else np.zeros(mod.out_channels)
     in_shape = (st.shape[0], st.shape[1], st.shape[2])
-    layer = Conv2d(_array(mod.weight), bias, _pair(mod.stride), pad, in_shape)
+    weight = grouped_conv_weight(_array(mod.weight), mod.groups)
+    layer = Conv2d(weight, bias, _pair(mod.stride), pad, in_shape)
     st.layers.append(layer)
     st.shape = layer.out_shape
 
@@ -195,13 +227,15 @@ def _batchnorm(st: _State, mod: nn.Module, index: str) -> None:
     var, mean = _array(mod.running_var), _array(mod.running_mean)
     gamma = _array(mod.weight) if mod.weight is not None else np.ones(mod.num_features)
     beta = _array(mod.bias) if mod.bias is not None else np.zeros(mod.num_features)
-    scale = gamma / np.sqrt(var + float(mod.eps))
-    shift = beta - mean * scale
-    folded = fold_after(st.layers[-1], scale, shift) if st.layers else None
+    m, _ = batchnorm_map(gamma, beta, mean, var, float(mod.eps))
+    reps = int(np.prod(st.shape[1:]))
+    flat = ElementwiseMap(np.repeat(m.scale, reps), np.repeat(m.shift, reps), m.scale_err,
+                          np.repeat(m.shift_err, reps))
+    folded = fold_map_after(st.layers[-1], flat) if st.layers else None
     if folded is not None:
         st.layers[-1] = folded
     else:
-        st.layers.append(channel_affine(scale, shift, st.shape))
+        st.layers.append(channel_map_layer(m, st.shape))
 
 
 def _avgpool(st: _State, mod: nn.Module, index: str) -> None:

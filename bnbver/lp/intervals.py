@@ -23,7 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from bnbver.network import Conv2d, Dense, MaxPool2d, Network, ReLU, flat_bias_err
+from bnbver.network import (
+    Add,
+    Concat,
+    Conv2d,
+    Dense,
+    MaxPool2d,
+    Network,
+    ReLU,
+    flat_bias_err,
+)
 
 U64 = 2.0 ** -53
 
@@ -148,9 +157,19 @@ def first_affine(network: Network) -> tuple[sp.csr_matrix, np.ndarray] | None:
         return None
     before = network.layers[:positions[0]]
     affine = [layer for layer in before if isinstance(layer, (Dense, Conv2d))]
-    if len(affine) != 1 or any(isinstance(layer, MaxPool2d) for layer in before):
+    if len(affine) != 1 or any(isinstance(layer, (MaxPool2d, Add, Concat)) for layer in before):
+        return None
+    if not network.is_chain and _reads_through(network, positions[0]) != before.index(affine[0]):
         return None
     return affine_parts(affine[0])
+
+
+def _reads_through(network: Network, i: int) -> int:
+    """Return the tensor layer i reads, following Flatten layers back to their source."""
+    t = network.inputs[i][0]
+    while t >= 0 and network.layers[t].__class__.__name__ == "Flatten":
+        t = network.inputs[t][0]
+    return t
 
 
 def maxpool_interval(
@@ -198,7 +217,9 @@ def interval_bounds(
     hi = np.asarray(box_upper, dtype=np.float64)
     lowers: list[np.ndarray] = []
     uppers: list[np.ndarray] = []
-    for layer in network.layers:
+    vals = [(lo, hi)]
+    for layer, ins in zip(network.layers, network.inputs, strict=True):
+        lo, hi = vals[ins[0] + 1]
         if isinstance(layer, (Dense, Conv2d)):
             W, b = affine_parts(layer)
             err = layer_error(layer, W, np.maximum(np.abs(lo), np.abs(hi)))
@@ -214,4 +235,19 @@ def interval_bounds(
             lowers.append(lo)
             uppers.append(hi)
             lo, hi = np.maximum(lo, 0.0), np.maximum(hi, 0.0)
-    return lowers, uppers, (lo, hi)
+        elif isinstance(layer, (Add, Concat)):
+            lo, hi = join_interval(layer, [vals[t + 1] for t in ins])
+        vals.append((lo, hi))
+    return lowers, uppers, vals[-1]
+
+
+def join_interval(layer: Add | Concat, parts: Sequence[tuple[np.ndarray, np.ndarray]]
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Return the interval of a residual sum (each addition rounded outwards) or of a
+    concatenation."""
+    if isinstance(layer, Concat):
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    lo, hi = parts[0]
+    for p_lo, p_hi in parts[1:]:
+        lo, hi = down(lo + p_lo), up(hi + p_hi)
+    return lo, hi

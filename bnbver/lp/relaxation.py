@@ -59,7 +59,7 @@ from bnbver.lp.intervals import (
     up,
 )
 from bnbver.lp.model import LinearProgram, LpSolution, LpStatus, lagrangian_bound
-from bnbver.network import Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
+from bnbver.network import Add, Concat, Conv2d, Dense, Flatten, MaxPool2d, Network, ReLU
 from bnbver.spec import HalfSpaces, InputBox
 from bnbver.splits import SplitSet, split_masks
 
@@ -452,13 +452,18 @@ def encode_network(
 ) -> tuple[np.ndarray, np.ndarray, list[ReluRows]]:
     """Encode the network layer by layer (a dispatch over layer types).
 
+    In a DAG every tensor keeps its columns: a layer reads those of its inputs, a
+    concatenation (and a Flatten) reuses them, and a residual sum is the affine map
+    ``z = [I I] (h_1, h_2)`` (:func:`encode_affine`, so that it also has an affine source).
+
     Returns:
         The input columns, the output columns and one :class:`ReluRows` per ReLU layer.
     """
     x = b.add_cols(box.lower, box.upper)
-    cols, src = x, None
+    tensors: list[tuple[np.ndarray, AffineSource | None]] = [(x, None)]
     relus: list[ReluRows] = []
-    for layer in network.layers:
+    for layer, ins in zip(network.layers, network.inputs, strict=True):
+        cols, src = tensors[ins[0] + 1]
         if isinstance(layer, (Dense, Conv2d)):
             cols, src = encode_affine(b, cols, *affine_parts(layer), layer)
         elif isinstance(layer, ReLU):
@@ -472,9 +477,16 @@ def encode_network(
             cols, src = rows.a, None
         elif isinstance(layer, MaxPool2d):
             cols, src = enc.maxpool(b, layer, cols), None
+        elif isinstance(layer, Add):
+            parts = np.concatenate([tensors[t + 1][0] for t in ins])
+            eye = sp.hstack([sp.identity(layer.size, format="csr")] * len(ins), format="csr")
+            cols, src = encode_affine(b, parts, eye, np.zeros(layer.size))
+        elif isinstance(layer, Concat):
+            cols, src = np.concatenate([tensors[t + 1][0] for t in ins]), None
         elif not isinstance(layer, Flatten):
             raise TypeError(f"cannot encode layer {type(layer).__name__}")
-    return x, cols, relus
+        tensors.append((cols, src))
+    return x, tensors[-1][0], relus
 
 
 def add_abs_rows(b: ModelBuilder, d: np.ndarray, x: np.ndarray, centre: np.ndarray) -> None:

@@ -50,7 +50,7 @@ from bnbver.lp.relaxation import (
     encode_network,
     lp_encoders,
 )
-from bnbver.network import Conv2d, Dense, Network
+from bnbver.network import Add, Concat, Conv2d, Dense, Network
 from bnbver.spec import InputBox
 
 #: The MIP dual bound used for a tightened value is lowered by this times (1 + |value|).
@@ -129,8 +129,7 @@ def _prefix_program(network: Network, box: InputBox, k: int, lower: list[np.ndar
                     ) -> tuple[LinearProgram, np.ndarray, bool]:
     """Encode the layers before ReLU layer k (and the L1 ball, if any); return the
     program, z columns and emptiness."""
-    pos = network.relu_positions[k]
-    prefix = Network(network.layers[:pos], network.input_shape)
+    prefix = network.relu_input_prefix(k)
     b = ModelBuilder()
     x, z, _ = encode_network(b, prefix, box, (lower[:k], upper[:k]),
                              None if masks is None else masks[:k], enc)
@@ -142,7 +141,9 @@ def _prefix_program(network: Network, box: InputBox, k: int, lower: list[np.ndar
 def _exact_first(network: Network) -> bool:
     """True when a single affine layer precedes the first ReLU (intervals are exact there)."""
     pos = network.relu_positions[0]
-    return sum(isinstance(layer, (Dense, Conv2d)) for layer in network.layers[:pos]) <= 1
+    before = network.layers[:pos]
+    return (sum(isinstance(layer, (Dense, Conv2d)) for layer in before) <= 1
+            and not any(isinstance(layer, (Add, Concat)) for layer in before))
 
 
 def _ball_first(network: Network, opts: TightenOptions) -> bool:

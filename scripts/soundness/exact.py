@@ -9,7 +9,9 @@ The network becomes a chain of exact operators on flat vectors:
   stored (Dense, Conv and the elementwise Add/Sub/Mul all become this);
 - ``Pool(windows)``: ``y_o = max_{j in windows[o]} x_j`` (padded cells are left out of the
   window, so they never win, as in ONNX);
-- ``RELU``: elementwise ``max(x, 0)``.
+- ``RELU``: elementwise ``max(x, 0)``;
+- a residual block ``body(h) + shortcut(h)`` is ``PUSH`` (keep h), the body's operators,
+  then ``AddPop(shortcut)`` (add the shortcut's affine map of the kept h, or h itself).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from .netspec import Conv, Dense, Elementwise, Flatten, MaxPool, NetSpec, OutRow, Relu
+from .netspec import Conv, Dense, Elementwise, Flatten, MaxPool, NetSpec, OutRow, Relu, Residual
 
 Row = tuple[tuple[int, Fraction], ...]
 
@@ -46,8 +48,21 @@ class ReluOp:
     """Elementwise ``max(x, 0)``."""
 
 
+@dataclass(frozen=True)
+class PushOp:
+    """Keep the current vector for the join of a residual block."""
+
+
+@dataclass(frozen=True)
+class AddPop:
+    """Add the kept vector (through ``shortcut`` when given) to the current one."""
+
+    shortcut: Affine | None
+
+
 RELU = ReluOp()
-ExactOp = Affine | Pool | ReluOp
+PUSH = PushOp()
+ExactOp = Affine | Pool | ReluOp | PushOp | AddPop
 
 
 def fr(v: float) -> Fraction:
@@ -57,9 +72,17 @@ def fr(v: float) -> Fraction:
 
 def exact_ops(net: NetSpec) -> tuple[ExactOp, ...]:
     """Return the network as exact operators on flat vectors."""
+    return _exact(net.ops)
+
+
+def _exact(ops: Sequence[object]) -> tuple[ExactOp, ...]:
     out: list[ExactOp] = []
-    for op in net.ops:
-        if isinstance(op, Dense):
+    for op in ops:
+        if isinstance(op, Residual):
+            short = None if op.shortcut is None else _dense(op.shortcut.weight,
+                                                            op.shortcut.bias)
+            out += [PUSH, *_exact(op.body), AddPop(short)]
+        elif isinstance(op, Dense):
             out.append(_dense(op.weight, op.bias))
         elif isinstance(op, Conv):
             out.append(_conv(op))
@@ -134,15 +157,25 @@ def _pool_windows(op: MaxPool) -> tuple[tuple[int, ...], ...]:
 def forward(ops: Sequence[ExactOp], x: Sequence[Fraction]) -> list[Fraction]:
     """Return the exact output of the network on the exact input ``x``."""
     v = list(x)
+    kept: list[list[Fraction]] = []
     for op in ops:
         if isinstance(op, Affine):
-            v = [sum((w * v[j] for j, w in row), b) for row, b in zip(op.rows, op.bias,
-                                                                       strict=True)]
+            v = _apply(op, v)
         elif isinstance(op, Pool):
             v = [max(v[j] for j in win) for win in op.windows]
+        elif isinstance(op, PushOp):
+            kept.append(v)
+        elif isinstance(op, AddPop):
+            h = kept.pop()
+            s = h if op.shortcut is None else _apply(op.shortcut, h)
+            v = [a + b for a, b in zip(v, s, strict=True)]
         else:
             v = [max(t, Fraction(0)) for t in v]
     return v
+
+
+def _apply(op: Affine, v: Sequence[Fraction]) -> list[Fraction]:
+    return [sum((w * v[j] for j, w in row), b) for row, b in zip(op.rows, op.bias, strict=True)]
 
 
 def forward_spec(net: NetSpec, x: np.ndarray) -> list[Fraction]:

@@ -17,6 +17,8 @@ Families (``FAMILIES``; the weights of ``FAMILY_WEIGHTS`` pick one per case):
 - ``tiny-out``: inputs up to 1e6 and output weights 1e-11 to 1e-8.
 - ``hilo``, ``sub-gemm``, ``add-big``: the known-bad cases (a), (b), (c) of issue 15, with
   their parameters varied.
+- ``residual`` (``--family residual`` only, see ``EXTRA_FAMILIES``): dense residual nets,
+  identity or projection shortcuts, written as ONNX DAGs (issue 19).
 
 Biases are "centred": each neuron's hyperplane passes near a random point of a box, so the
 ReLUs are unstable on the boxes (otherwise random nets are mostly linear there). A planted
@@ -34,7 +36,18 @@ from typing import Any
 
 import numpy as np
 
-from .exact import Affine, Pool, exact_ops, forward_spec, fr, in_box, round_down, round_up
+from .exact import (
+    AddPop,
+    Affine,
+    Pool,
+    PushOp,
+    exact_ops,
+    forward_spec,
+    fr,
+    in_box,
+    round_down,
+    round_up,
+)
 from .exact import violated_disjunct as _violated
 from .netspec import (
     Conv,
@@ -47,6 +60,7 @@ from .netspec import (
     Op,
     OutRow,
     Relu,
+    Residual,
     as_dtype,
 )
 
@@ -71,12 +85,13 @@ def compile_float(ops: list[Op], input_shape: tuple[int, ...]) -> FloatProgram:
     size = int(np.prod(input_shape))
     for op in exact_ops(NetSpec(tuple(ops), input_shape, "float64")):
         if isinstance(op, Affine):
-            W = np.zeros((len(op.rows), size))
+            prog.append(("affine", _float_affine(op, size)))
             size = len(op.rows)
-            for i, row in enumerate(op.rows):
-                for j, w in row:
-                    W[i, j] = float(w)
-            prog.append(("affine", (W, np.array([float(b) for b in op.bias]))))
+        elif isinstance(op, PushOp):
+            prog.append(("push", None))
+        elif isinstance(op, AddPop):
+            prog.append(("addpop", None if op.shortcut is None
+                         else _float_affine(op.shortcut, size)))
         elif isinstance(op, Pool):
             prog.append(("pool", [list(win) for win in op.windows]))
             size = len(op.windows)
@@ -85,11 +100,25 @@ def compile_float(ops: list[Op], input_shape: tuple[int, ...]) -> FloatProgram:
     return prog
 
 
+def _float_affine(op: Affine, size: int) -> tuple[np.ndarray, np.ndarray]:
+    W = np.zeros((len(op.rows), size))
+    for i, row in enumerate(op.rows):
+        for j, w in row:
+            W[i, j] = float(w)
+    return W, np.array([float(b) for b in op.bias])
+
+
 def run_float(prog: FloatProgram, X: np.ndarray) -> np.ndarray:
     """Return the float64 outputs (B, m) of a compiled chain on inputs X (B, n)."""
     H = np.asarray(X, dtype=np.float64)
+    kept: list[np.ndarray] = []
     for kind, data in prog:
-        if kind == "affine":
+        if kind == "push":
+            kept.append(H)
+        elif kind == "addpop":
+            h = kept.pop()
+            H = H + (h if data is None else h @ data[0].T + data[1])
+        elif kind == "affine":
             W, b = data
             H = H @ W.T + b
         elif kind == "pool":
@@ -566,6 +595,45 @@ def gen_add_big(rng: Rng) -> Instance:
     return check_plant(inst)
 
 
+def gen_residual(rng: Rng) -> Instance:
+    """Dense residual nets (issue 19): Dense -> ReLU, then 1-2 blocks ``body(h) + s(h)``
+    (``body`` Dense-ReLU-Dense, ``s`` the identity or a projection), each maybe followed by a
+    ReLU, then a Dense head; written as a DAG (the block input read twice, joined by Add)."""
+    n_in, dtype = int(rng.integers(1, 4)), _dtype(rng)
+    boxes = make_boxes(rng, n_in, _n_boxes(rng), lambda: rng.uniform(-1, 1, n_in),
+                       lambda: rng.uniform(0.1, 2.0, n_in), p_fixed=0.1)
+    w = int(rng.integers(2, 5))
+    ops: list[Op] = dense_layers(rng, boxes, [], w, dtype, [1.0], "normal", True)
+    H = float_forward(ops, (n_in,), sample_boxes(rng, boxes))
+    kinds = []
+    for _ in range(int(rng.integers(1, 3))):
+        hid = int(rng.integers(1, 4))
+        body: list[Dense | Relu] = []
+        for n_out, n_prev in ((hid, w), (w, hid)):
+            W = as_dtype(_weights(rng, n_out, n_prev, "normal"), dtype)
+            Hb = float_forward(list(body), (w,), H) if body else H
+            body.append(Dense(W, as_dtype(centred_bias(rng, W, Hb), dtype)))
+            if n_out == hid:
+                body.append(Relu())
+        short = None
+        if rng.uniform() < 0.5:
+            P = as_dtype(_weights(rng, w, w, "normal"), dtype)
+            short = Dense(P, as_dtype(rng.normal(size=w) * 0.3, dtype))
+        block: list[Op] = [Residual(tuple(body), short)]
+        if rng.uniform() < 0.7:
+            block.append(Relu())
+        ops += block
+        H = float_forward(block, (w,), H)
+        kinds.append(("proj" if short is not None else "id") + ("+relu" if len(block) > 1
+                                                                 else ""))
+    n_out = int(rng.integers(1, 4))
+    Wo = as_dtype(_weights(rng, n_out, w, "normal"), dtype)
+    ops.append(Dense(Wo, as_dtype(rng.normal(size=n_out) * _spread(H @ Wo.T), dtype)))
+    net = NetSpec(tuple(ops), (n_in,), dtype)
+    note = f"residual {n_in}-{w} blocks {','.join(kinds)} -> {n_out}"
+    return make_property(rng, "residual", net, boxes, note=note)
+
+
 FAMILIES: dict[str, Callable[[Rng], Instance]] = {
     "dense": gen_dense,
     "wide": gen_wide,
@@ -576,9 +644,13 @@ FAMILIES: dict[str, Callable[[Rng], Instance]] = {
     "hilo": gen_hilo,
     "sub-gemm": gen_sub_gemm,
     "add-big": gen_add_big,
+    "residual": gen_residual,
 }
 FAMILY_WEIGHTS = {"dense": 20, "wide": 12, "conv": 16, "narrow": 10, "extreme": 14,
                   "tiny-out": 10, "hilo": 8, "sub-gemm": 5, "add-big": 5}
+#: Families outside the default rotation (``--family`` picks them): adding one to
+#: FAMILY_WEIGHTS would change the family of existing (seed, case) pairs.
+EXTRA_FAMILIES = ("residual",)
 
 
 def family_of(seed: int, case: int) -> str:

@@ -82,7 +82,17 @@ class Elementwise:
     const: np.ndarray
 
 
-Op = Dense | Conv | MaxPool | Relu | Flatten | Elementwise
+@dataclass(frozen=True, eq=False)
+class Residual:
+    """A residual block on a flat vector: ``body(h) + shortcut(h)`` (``h`` itself when
+    ``shortcut`` is None); the body is a chain of Dense and Relu ops ending in a Dense of the
+    input's size (the issue 19 graphs: the ONNX file reads h twice and joins with Add)."""
+
+    body: tuple[Dense | Relu, ...]
+    shortcut: Dense | None = None
+
+
+Op = Dense | Conv | MaxPool | Relu | Flatten | Elementwise | Residual
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,11 +119,7 @@ class NetSpec:
     @property
     def num_units(self) -> int:
         """Return the number of ReLU neurons plus max-pool outputs (the oracle's branch points)."""
-        size, units = self.input_size, 0
-        for op in self.ops:
-            size = op_output_size(op, size)
-            units += size if isinstance(op, (Relu, MaxPool)) else 0
-        return units
+        return _units(self.ops, self.input_size)
 
 
 @dataclass(frozen=True)
@@ -158,8 +164,21 @@ def as_dtype(a: np.ndarray | float, dtype: str) -> np.ndarray:
     return arr.copy()
 
 
+def _units(ops: tuple[Op, ...], size: int) -> int:
+    """Return the ReLU neurons plus max-pool outputs of a chain (residual bodies included)."""
+    units = 0
+    for op in ops:
+        if isinstance(op, Residual):
+            units += _units(op.body, size)
+        size = op_output_size(op, size)
+        units += size if isinstance(op, (Relu, MaxPool)) else 0
+    return units
+
+
 def op_output_size(op: Op, size: int) -> int:
     """Return the flat output size of ``op`` on a flat input of ``size`` values."""
+    if isinstance(op, Residual):
+        return size
     if isinstance(op, Dense):
         return int(op.weight.shape[0])
     if isinstance(op, (Conv, MaxPool)):

@@ -9,6 +9,8 @@ exact affine function ``a . s + c`` of the free inputs (``fractions.Fraction`` c
 valid on the current region ``P = box /\\ {s : a_k . s <= b_k for the constraints so far}``.
 
 - An affine operator maps the affine functions exactly.
+- A residual block keeps its input's affine functions and adds them (through its shortcut's
+  affine map) to the body's output: exact too.
 - A ReLU unit ``z`` branches into ``z <= 0`` (output 0) and ``z >= 0`` (output z); a
   max-pool unit branches into one choice ``j`` per window cell with ``z_j >= z_i`` for all
   other cells i (output z_j). Together the branches cover P, so nothing is lost.
@@ -48,13 +50,25 @@ from fractions import Fraction
 
 import numpy as np
 
-from .exact import Affine, ExactOp, Pool, exact_ops, forward, fr, in_box, violated_disjunct
+from .exact import (
+    AddPop,
+    Affine,
+    ExactOp,
+    Pool,
+    PushOp,
+    exact_ops,
+    forward,
+    fr,
+    in_box,
+    violated_disjunct,
+)
 from .netspec import Instance, OutRow
 from .simplex import SimplexLimitError, feasible_point
 
 Vec = tuple[Fraction, ...]
 Lin = tuple[Vec, Fraction]  # a . s + c
 Cons = tuple[tuple[Vec, Fraction], ...]  # rows a . s <= b
+Kept = tuple[list[Lin], ...]  # the inputs of the open residual blocks, innermost last
 
 _ZERO = Fraction(0)
 
@@ -114,27 +128,36 @@ class _Walk:
         """Enumerate from the input values; raise _FoundError on an unsafe point."""
         self._op(0, vals, (), self.lower)
 
-    def _op(self, k: int, vals: list[Lin], cons: Cons, wit: Vec) -> None:
+    def _op(self, k: int, vals: list[Lin], cons: Cons, wit: Vec, kept: Kept = ()) -> None:
+        """Apply operator k; ``kept`` holds the inputs of the open residual blocks."""
         if k == len(self.ops):
             self._leaf(vals, cons, wit)
             return
         op = self.ops[k]
+        d = len(self.lower)
         if isinstance(op, Affine):
-            self._op(k + 1, _affine(op, vals, len(self.lower)), cons, wit)
+            self._op(k + 1, _affine(op, vals, d), cons, wit, kept)
+        elif isinstance(op, PushOp):
+            self._op(k + 1, vals, cons, wit, (*kept, vals))
+        elif isinstance(op, AddPop):
+            h = kept[-1] if op.shortcut is None else _affine(op.shortcut, kept[-1], d)
+            joined = [(tuple(x + y for x, y in zip(a, b, strict=True)), c + e)
+                      for (a, c), (b, e) in zip(vals, h, strict=True)]
+            self._op(k + 1, joined, cons, wit, kept[:-1])
         else:
-            self._unit(k, 0, vals, [], cons, wit)
+            self._unit(k, 0, vals, [], cons, wit, kept)
 
     def _unit(self, k: int, i: int, src: list[Lin], out: list[Lin], cons: Cons,
-              wit: Vec) -> None:
+              wit: Vec, kept: Kept) -> None:
         """Branch on unit i of the nonlinear operator k (ReLU or max pool)."""
         op = self.ops[k]
         if i == (len(op.windows) if isinstance(op, Pool) else len(src)):
-            self._op(k + 1, out, cons, wit)
+            self._op(k + 1, out, cons, wit, kept)
             return
         for rows, value in _choices(op, src, i, len(self.lower)):
             child = self._branch(cons, wit, rows)
             if child is not None:
-                self._unit(k, i + 1, src, [*out, value], *child)
+                self._unit(k, i + 1, src, [*out, value], *child, kept)
 
     def _leaf(self, vals: list[Lin], cons: Cons, wit: Vec) -> None:
         for k, conj in enumerate(self.disjuncts):

@@ -3,7 +3,8 @@
 ONNX: opset 13, IR version 8 (the venv's onnxruntime cannot read newer IR versions), element
 type float32 or float64 (``NetSpec.dtype``); one input ``X`` of shape ``(1, *input_shape)``
 and one output ``Y`` of shape ``(1, m)``. Dense layers become ``Gemm`` (``transB = 1``) or
-``MatMul`` + ``Add``; the other operators map one to one.
+``MatMul`` + ``Add``; a residual block reads its input twice (the body's nodes and, for a
+projection, a ``Gemm``) and joins the two with ``Add``; the other operators map one to one.
 
 VNN-LIB 1.0: ``(declare-const X_i Real)`` / ``(declare-const Y_j Real)``; one input box as
 ``(assert (<= X_i u))`` / ``(assert (>= X_i l))`` lines, several as one
@@ -22,7 +23,18 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .netspec import Conv, Dense, Elementwise, Flatten, Instance, MaxPool, NetSpec, OutRow, Relu
+from .netspec import (
+    Conv,
+    Dense,
+    Elementwise,
+    Flatten,
+    Instance,
+    MaxPool,
+    NetSpec,
+    OutRow,
+    Relu,
+    Residual,
+)
 
 OPSET = 13
 IR_VERSION = 8
@@ -48,16 +60,33 @@ def to_onnx(net: NetSpec) -> onnx.ModelProto:
         inits.append(numpy_helper.from_array(np.asarray(arr, dtype=dt), name))
         return name
 
+    def dense(op: Dense, k: str, src: str, out: str) -> None:
+        if op.matmul:
+            mm = f"t{k}_mm"
+            nodes.append(helper.make_node("MatMul", [src, const(f"W{k}", op.weight.T)], [mm]))
+            nodes.append(helper.make_node("Add", [mm, const(f"B{k}", op.bias)], [out]))
+        else:
+            nodes.append(helper.make_node("Gemm", [src, const(f"W{k}", op.weight),
+                                                   const(f"B{k}", op.bias)], [out], transB=1))
+
     for k, op in enumerate(net.ops):
         out = "Y" if k == len(net.ops) - 1 else f"t{k}"
-        if isinstance(op, Dense):
-            if op.matmul:
-                mm = f"t{k}_mm"
-                nodes.append(helper.make_node("MatMul", [cur, const(f"W{k}", op.weight.T)], [mm]))
-                nodes.append(helper.make_node("Add", [mm, const(f"B{k}", op.bias)], [out]))
-            else:
-                nodes.append(helper.make_node("Gemm", [cur, const(f"W{k}", op.weight),
-                                                       const(f"B{k}", op.bias)], [out], transB=1))
+        if isinstance(op, Residual):
+            h = cur
+            for j, part in enumerate(op.body):
+                name = f"t{k}_{j}"
+                if isinstance(part, Dense):
+                    dense(part, f"{k}_{j}", h, name)
+                else:
+                    nodes.append(helper.make_node("Relu", [h], [name]))
+                h = name
+            short = cur
+            if op.shortcut is not None:
+                short = f"t{k}_short"
+                dense(op.shortcut, f"{k}_s", cur, short)
+            nodes.append(helper.make_node("Add", [h, short], [out]))
+        elif isinstance(op, Dense):
+            dense(op, str(k), cur, out)
             shape = (op.weight.shape[0],)
         elif isinstance(op, Conv):
             nodes.append(helper.make_node(
