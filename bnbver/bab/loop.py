@@ -56,7 +56,9 @@ class BabOptions:
         precision: "auto" (the device default: float64 on the CPU), "float32" or "float64";
             counterexamples are always checked in float64.
         memory_cap: open nodes beyond which the frontier goes depth-first.
-        jobs: parallel subtrees (joblib) in ``bnbver.bab.parallel``.
+        jobs: processes sharing the search (``bnbver.bab.parallel``): a count, or "auto"
+            (the cores available, once the search has run long enough to pay for them;
+            ``bnbver.bab.parallel.ShareOptions.auto_after``).
         lp_leaves: decide nodes with no unstable free neuron by one exact LP.
         milp_max_unstable: a ReLU-split node with at most this many free unstable neurons
             (and at least one) is decided at once by a big-M MILP with HiGHS instead of being
@@ -107,7 +109,7 @@ class BabOptions:
     device: str = "cpu"
     precision: str = "auto"
     memory_cap: int = 200_000
-    jobs: int = 1
+    jobs: int | str = "auto"
     lp_leaves: bool = True
     milp_max_unstable: int = 8
     milp_time: float = 10.0
@@ -127,6 +129,26 @@ class BabOptions:
     stall_share: float = 0.3
     attack_nodes: int = 64
     attack_share: float = 0.1
+
+
+@dataclass
+class Relay:
+    """A search's link to others sharing its frontier (``bab.parallel``): a stateful channel.
+
+    Attributes:
+        start: bounded open nodes (``bab.transfer.unpack_nodes``) to search from instead of
+            bounding the root.
+        hand_back: polled once per round with the number of open nodes; True ends the
+            search as UNKNOWN and moves its open nodes to ``returned``.
+        returned: the open nodes handed back (filled by the search).
+        clipped: set with ``returned``: input-domain clipping cut part of a box away, so the
+            margin of the search's closed part is only known to be > 0 there.
+    """
+
+    start: list[Node] = field(default_factory=list)
+    hand_back: Callable[[int], bool] | None = None
+    returned: list[Node] = field(default_factory=list)
+    clipped: bool = False
 
 
 @dataclass
@@ -156,6 +178,7 @@ class _Search:
     root_disjuncts: np.ndarray | None = None
     last_log: float = 0.0
     clipped: bool = False
+    relay: Relay | None = None
 
 
 def choose_split_kind(network: Network, options: BabOptions) -> str:
@@ -170,7 +193,7 @@ def choose_split_kind(network: Network, options: BabOptions) -> str:
 def run_bab(network: Network, prop: Property, options: BabOptions, deadline: float,
             stats: Stats | None = None, seed: int = 0, root_splits: SplitSet | None = None,
             should_stop: Callable[[], bool] | None = None,
-            max_open: int | None = None) -> Result:
+            max_open: int | None = None, relay: Relay | None = None) -> Result:
     """Decide ``prop`` by branch and bound until ``deadline`` (absolute monotonic time).
 
     Args:
@@ -178,6 +201,8 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
         should_stop: polled once per round; True ends the search as UNKNOWN (cancellation).
         max_open: stop as UNKNOWN once this many nodes are open, returning them in
             ``Result.open_nodes`` (used to cut the tree into parallel subtrees).
+        relay: start from ``relay.start`` (when not empty) and hand the open nodes back
+            when ``relay.hand_back`` says so (processes sharing one search).
 
     Returns:
         HOLDS with a certificate of closed leaves, VIOLATED with a float64-checked
@@ -191,7 +216,7 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
         probe = min(deadline, t0 + options.tighten_after)
         probe_stats = Stats()
         first = run_bab(network, prop, replace(options, tighten="none"), probe, probe_stats,
-                        seed, root_splits, should_stop, max_open)
+                        seed, root_splits, should_stop, max_open, relay)
         final = first.status is not Status.TIMEOUT or time.monotonic() >= deadline
         _merge_probe(stats, probe_stats, time.monotonic() - t0, final)
         if final:
@@ -203,7 +228,7 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
                      Frontier(options.memory_cap), stats, [],
                      TreeRecorder(options.record), deadline, time.monotonic(), kind,
                      root_splits or SplitSet(), should_stop, max_open,
-                     rng=np.random.default_rng(seed))
+                     rng=np.random.default_rng(seed), relay=relay)
     try:
         return _search(search)
     finally:
@@ -229,14 +254,9 @@ def _merge_probe(stats: Stats, probe: Stats, seconds: float, final: bool) -> Non
 
 
 def _search(s: _Search) -> Result:
-    """Bound the root, then run rounds until decided or out of time."""
-    t0 = time.monotonic()
-    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits)
-    s.stats.bound_calls += 1
-    s.stats.add_time("root_bounds", time.monotonic() - t0)
-    s.root_disjuncts = root.disjunct_bounds
-    s.last_log = time.monotonic()
-    outcome = _prune(s, [root], [None])
+    """Bound the root (or take the relay's nodes), then run rounds until decided or out of
+    time."""
+    outcome = _start(s)
     if outcome is not None:
         return outcome
     round_time = 0.0
@@ -247,6 +267,9 @@ def _search(s: _Search) -> Result:
         if s.should_stop is not None and s.should_stop():
             return Result(Status.UNKNOWN, stats=s.stats, message="cancelled")
         if s.max_open is not None and len(s.frontier) >= s.max_open:
+            return _split_off(s)
+        if s.relay is not None and s.relay.hand_back is not None and s.relay.hand_back(
+                len(s.frontier)):
             return _split_off(s)
         t0 = time.monotonic()
         outcome = _round(s)
@@ -260,6 +283,23 @@ def _search(s: _Search) -> Result:
             return outcome
     return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
                   **_bound_fields(s, _leaves_bound(s)))
+
+
+def _start(s: _Search) -> Result | None:
+    """Push the relay's start nodes, or bound and prune the root."""
+    if s.relay is not None and s.relay.start:
+        for node in s.relay.start:
+            s.frontier.push(node)
+        s.next_id = max(n.node_id for n in s.relay.start) + 1
+        s.last_log = time.monotonic()
+        return None
+    t0 = time.monotonic()
+    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits)
+    s.stats.bound_calls += 1
+    s.stats.add_time("root_bounds", time.monotonic() - t0)
+    s.root_disjuncts = root.disjunct_bounds
+    s.last_log = time.monotonic()
+    return _prune(s, [root], [None])
 
 
 def _round(s: _Search) -> Result | None:
@@ -484,7 +524,10 @@ def _trace(s: _Search) -> None:
 def _split_off(s: _Search) -> Result:
     """Stop early and hand the open nodes (as boxes + splits) to the caller."""
     lb = s.frontier.global_lower_bound()
-    open_nodes = tuple((n.lower, n.upper, n.splits) for n in s.frontier.drain())
+    nodes = s.frontier.drain()
+    if s.relay is not None:
+        s.relay.returned, s.relay.clipped = nodes, s.clipped
+    open_nodes = tuple((n.lower, n.upper, n.splits) for n in nodes)
     return Result(Status.UNKNOWN, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
                   message="split into subtrees", open_nodes=open_nodes,
                   **_bound_fields(s, lb))
