@@ -8,7 +8,8 @@ Usage::
 
 Every instance runs with each ``--jobs`` value in turn (and, with ``--dask``, with 2 jobs on a
 ``distributed.LocalCluster`` of 2 one-thread workers), ``--repeat`` times, interleaved so that
-a change in the machine's load hits every column alike; a cell is the fastest repeat. This
+a change in the machine's load hits every column alike; a cell is the fastest repeat. The
+cluster is started once, before the first run. This
 process and every worker use one torch thread, so ``jobs`` is the number of busy cores. The
 worker processes are started (and reused, as loky does) before the first run; the cost of
 starting them cold is measured once and reported. Rows are printed as they finish; without
@@ -91,15 +92,30 @@ def run_one(network: Network, props: list[Property], jobs: int | str, timeout: f
 
 
 @contextlib.contextmanager
-def dask_backend() -> Iterator[None]:
-    """Run the body with joblib's Dask backend on a LocalCluster of 2 one-thread workers."""
+def dask_cluster(enabled: bool) -> Iterator[None]:
+    """Keep a LocalCluster of 2 one-thread workers (and its client) up for the body, with
+    its workers started; do nothing when not ``enabled``."""
+    if not enabled:
+        yield
+        return
     import distributed
     import joblib
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster, \
-            distributed.Client(cluster), joblib.parallel_config(backend="dask"):
+            distributed.Client(cluster):
+        with joblib.parallel_config(backend="dask"):
+            start_workers(2)
         yield
+
+
+def backend(column: str) -> contextlib.AbstractContextManager[object]:
+    """Return the joblib backend context of a column ("2 (dask)": the cluster's)."""
+    import joblib
+
+    if column == "2 (dask)":
+        return joblib.parallel_config(backend="dask")
+    return contextlib.nullcontext()
 
 
 def start_workers(jobs: int) -> float:
@@ -129,7 +145,7 @@ def bench(cases: list[tuple[str, Network, list[Property]]], columns: list[str],
         for _ in range(repeat):
             for col in columns:
                 jobs = 2 if col == "2 (dask)" else validate_jobs(col)
-                with dask_backend() if col == "2 (dask)" else contextlib.nullcontext():
+                with backend(col):
                     runs[col].append(run_one(network, props, jobs, timeout, share))
         base = min(runs[columns[0]], key=lambda r: r.seconds)
         cells = [cell(runs[c], None if c == columns[0] else base) for c in columns]
@@ -194,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     header = ("| instance | " + " | ".join(f"jobs {c}" for c in columns) + " |\n|---|"
               + "---|" * len(columns))
     print(f"started 2 workers cold in {cold:.2f} s\n{header}", flush=True)
-    rows = bench(cases, columns, args.timeout, args.repeat, share)
+    with dask_cluster(args.dask):
+        rows = bench(cases, columns, args.timeout, args.repeat, share)
     if args.smoke:
         return 0
     with open(args.out, "a") as f:
