@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import logging
 import os
 import platform
 import subprocess
@@ -59,11 +60,28 @@ FILES = {"acasxu": "onnx/ACASXU_run2a_{net}_batch_2000.onnx",
 
 @dataclass(frozen=True)
 class Run:
-    """One verification: its answer, seconds and nodes."""
+    """One verification: its answer, seconds and nodes, and its length on idle cores.
+
+    ``cpu_path`` is this process's CPU time plus, when the search spread, the busiest
+    task's CPU time of every wave: what the run would take with a core per process. Other
+    people's jobs on a shared machine stretch the wall-clock time, much less the CPU time.
+    """
 
     status: str
     seconds: float
     nodes: int
+    cpu_path: float
+
+
+class CriticalPath(logging.Handler):
+    """Collects the critical path that ``bab.parallel`` logs at the end of a shared search."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.seconds = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seconds += float(getattr(record, "critical_cpu", 0.0))
 
 
 def load(bench: Path, name: str) -> tuple[Network, list[Property]]:
@@ -81,14 +99,20 @@ def run_one(network: Network, props: list[Property], jobs: int | str, timeout: f
             share: ShareOptions | None = None) -> Run:
     """Verify once with ``jobs`` processes (``share``: the smoke run's sharing rules, which
     ``verify`` does not take: the search then runs on the first property alone)."""
-    t0 = time.monotonic()
+    path = CriticalPath()
+    logger = logging.getLogger("bnbver.bab.parallel")
+    logger.addHandler(path)
+    logger.setLevel(logging.INFO)
+    t0, cpu = time.monotonic(), time.process_time()
     if share is None:
         result = verify(network, props, VerifierOptions(timeout=timeout,
                                                         bab=BabOptions(jobs=jobs)))
     else:
         result = run_parallel(network, props[0], BabOptions(jobs=jobs),
                               time.monotonic() + timeout, share=share)
-    return Run(result.status.value, time.monotonic() - t0, result.stats.nodes)
+    seconds, cpu = time.monotonic() - t0, time.process_time() - cpu
+    logger.removeHandler(path)
+    return Run(result.status.value, seconds, result.stats.nodes, cpu + path.seconds)
 
 
 @contextlib.contextmanager
@@ -130,10 +154,13 @@ def start_workers(jobs: int) -> float:
 
 
 def cell(runs: list[Run], base: Run | None) -> str:
-    """Return ``status seconds s / nodes (speedup)`` of the fastest run."""
+    """Return ``status seconds s / nodes / CPU path s (speedups)`` of the fastest run."""
     best = min(runs, key=lambda r: r.seconds)
-    speed = f" ({base.seconds / best.seconds:.2f}x)" if base is not None else ""
-    return f"{best.status} {best.seconds:.2f} s / {best.nodes}{speed}"
+    path = min(r.cpu_path for r in runs)
+    text = f"{best.status} {best.seconds:.2f} s / {best.nodes} / {path:.2f} s"
+    if base is None:
+        return text
+    return text + f" ({base.seconds / best.seconds:.2f}x; {base.cpu_path / path:.2f}x)"
 
 
 def bench(cases: list[tuple[str, Network, list[Property]]], columns: list[str],
@@ -147,7 +174,8 @@ def bench(cases: list[tuple[str, Network, list[Property]]], columns: list[str],
                 jobs = 2 if col == "2 (dask)" else validate_jobs(col)
                 with backend(col):
                     runs[col].append(run_one(network, props, jobs, timeout, share))
-        base = min(runs[columns[0]], key=lambda r: r.seconds)
+        base = Run("", min(r.seconds for r in runs[columns[0]]), 0,
+                   min(r.cpu_path for r in runs[columns[0]]))
         cells = [cell(runs[c], None if c == columns[0] else base) for c in columns]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
         print(rows[-1], flush=True)
@@ -219,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"scripts/bench_parallel.py {' '.join(argv if argv is not None else sys.argv[1:])}`"
                 f"\n\nMachine: {machine()}. Commit {commit()}. Load average (1, 5, 15 min) "
                 f"before {load_before}, after {os.getloadavg()}. Starting 2 loky workers cold: "
-                f"{cold:.2f} s (then reused).\n\nCell: answer, seconds of `verify` / nodes "
-                f"(speedup over jobs {columns[0]}), fastest of {args.repeat}.\n\n{header}\n"
+                f"{cold:.2f} s (then reused).\n\nCell: answer, seconds of `verify` / nodes / "
+                f"CPU path (seconds with a free core per process: this process's CPU time plus "
+                f"the busiest task's per wave), fastest of {args.repeat}; in brackets the "
+                f"speedups over jobs {columns[0]} in seconds and in CPU path.\n\n{header}\n"
                 + "\n".join(rows) + "\n")
     return 0
 

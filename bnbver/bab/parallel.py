@@ -191,12 +191,14 @@ class Outcome:
         returned: the open nodes it handed back, or None.
         closed_bound: a lower bound of the margin over its closed leaves (at most 0 where
             clipping cut part of a box away).
+        cpu_seconds: the CPU time the task took (its process's).
     """
 
     result: Result
     leaves: LeafPack
     returned: NodePack | None
     closed_bound: float
+    cpu_seconds: float = 0.0
 
 
 @dataclass
@@ -210,6 +212,7 @@ class _Tally:
     worst: Result | None = None
     open_bound: float | None = float("inf")
     waves: int = 0
+    critical_cpu: float = 0.0
     handovers: int = 0
     pool: list[Node] = field(default_factory=list)
 
@@ -285,7 +288,8 @@ def _share(network: Network, prop: Property, options: BabOptions, jobs: int,
     """Run waves until the pool of open nodes is empty, a task found a counterexample, or
     time is up."""
     sub = replace(options, jobs=1, record=None, tighten="none", tighten_after=0.0)
-    while tally.pool:
+    found: Result | None = None
+    while tally.pool and found is None:
         if time.time() >= wall_deadline or (tally.worst is not None
                                             and tally.worst.status is Status.TIMEOUT):
             break
@@ -294,10 +298,10 @@ def _share(network: Network, prop: Property, options: BabOptions, jobs: int,
         tally.waves += 1
         found = _wave(network, prop, sub, jobs, groups, wall_deadline, board,
                       seed + 1000 * tally.waves, tally, share)
-        if found is not None:
-            return replace(found, stats=tally.stats)
-    log.info("%d waves, %d hand-overs", tally.waves, tally.handovers)
-    return _final(tally)
+    # The busiest task's CPU time per wave, summed: the waves' length on idle cores.
+    log.info("%d waves, %d hand-overs, critical path %.2f s of CPU", tally.waves,
+             tally.handovers, tally.critical_cpu, extra={"critical_cpu": tally.critical_cpu})
+    return _final(tally) if found is None else replace(found, stats=tally.stats)
 
 
 def _wave(network: Network, prop: Property, options: BabOptions, jobs: int,
@@ -316,7 +320,7 @@ def _wave(network: Network, prop: Property, options: BabOptions, jobs: int,
                                share) for i, g in enumerate(groups))
     outcomes: Iterator[Outcome] = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
     found: Result | None = None
-    t0, first = time.monotonic(), None
+    t0, first, busiest = time.monotonic(), None, 0.0
     with warnings.catch_warnings():
         # Dask warns of task arguments over 10 MB: the nodes are meant to travel.
         warnings.filterwarnings("ignore", "Sending large graph", UserWarning)
@@ -327,6 +331,8 @@ def _wave(network: Network, prop: Property, options: BabOptions, jobs: int,
                 found = out.result
                 board.stop()  # the other tasks stop at their next round; wait for them
             _absorb(tally, out)
+            busiest = max(busiest, out.cpu_seconds)
+    tally.critical_cpu += busiest
     log.debug("wave %d: %s nodes, first task back after %.2f s, last after %.2f s",
               tally.waves, [len(g) for g in groups], first, time.monotonic() - t0)
     return found
@@ -385,7 +391,7 @@ def run_task(network: Network, prop: Property, options: BabOptions, nodes: NodeP
     import torch
 
     torch.set_num_threads(1)
-    started = time.monotonic()
+    started, cpu = time.monotonic(), time.process_time()
     deadline = started + max(wall_deadline - time.time(), 0.0)
     live = board.visible()
     relay = Relay(unpack_nodes(nodes), _task_rule(board, live, started, share or ShareOptions()))
@@ -398,7 +404,8 @@ def run_task(network: Network, prop: Property, options: BabOptions, nodes: NodeP
     elif result.status is Status.HOLDS and result.lower_bound is not None:
         closed = result.lower_bound  # clipping included
     out = Outcome(replace(result, certificate=None, open_nodes=()), pack_leaves(leaves),
-                  pack_nodes(relay.returned) if relay.returned else None, closed)
+                  pack_nodes(relay.returned) if relay.returned else None, closed,
+                  time.process_time() - cpu)
     del relay, result, leaves
     _release_memory()
     return out
