@@ -149,7 +149,7 @@ def start_workers(jobs: int) -> float:
     from bnbver.bab.parallel import _warm
 
     t0 = time.monotonic()
-    Parallel(n_jobs=jobs)(delayed(_warm)() for _ in range(jobs))
+    Parallel(n_jobs=jobs, batch_size=1)(delayed(_warm)() for _ in range(jobs))
     return time.monotonic() - t0
 
 

@@ -318,7 +318,10 @@ def _wave(network: Network, prop: Property, options: BabOptions, jobs: int,
     board.set_hungry(len(groups) < jobs)
     tasks = (delayed(run_task)(network, prop, options, g, wall_deadline, board, seed + i,
                                share) for i, g in enumerate(groups))
-    outcomes: Iterator[Outcome] = Parallel(n_jobs=jobs, return_as="generator_unordered")(tasks)
+    # batch_size=1: joblib's automatic batching (kept by a Dask backend across calls) would
+    # put two tasks of a wave into one batch after a wave of short tasks, and run them in turn.
+    outcomes: Iterator[Outcome] = Parallel(n_jobs=jobs, batch_size=1,
+                                           return_as="generator_unordered")(tasks)
     found: Result | None = None
     t0, first, busiest = time.monotonic(), None, 0.0
     with warnings.catch_warnings():
@@ -391,37 +394,69 @@ def run_task(network: Network, prop: Property, options: BabOptions, nodes: NodeP
     import torch
 
     torch.set_num_threads(1)
-    started, cpu = time.monotonic(), time.process_time()
+    started, cpu = time.monotonic(), time.thread_time()
     deadline = started + max(wall_deadline - time.time(), 0.0)
     live = board.visible()
     relay = Relay(unpack_nodes(nodes), _task_rule(board, live, started, share or ShareOptions()))
-    result = run_bab(network, prop, options, deadline, Stats(), seed,
-                     should_stop=board.stopped if live else None, relay=relay)
-    leaves = result.certificate.leaves if result.certificate is not None else ()
-    closed = leaves_bound(list(leaves))
-    if relay.returned and relay.clipped:
-        closed = min(closed, 0.0)
-    elif result.status is Status.HOLDS and result.lower_bound is not None:
-        closed = result.lower_bound  # clipping included
-    out = Outcome(replace(result, certificate=None, open_nodes=()), pack_leaves(leaves),
-                  pack_nodes(relay.returned) if relay.returned else None, closed,
-                  time.process_time() - cpu)
-    del relay, result, leaves
-    _release_memory()
+    with _search_memory():
+        result = run_bab(network, prop, options, deadline, Stats(), seed,
+                         should_stop=board.stopped if live else None, relay=relay)
+        leaves = result.certificate.leaves if result.certificate is not None else ()
+        closed = leaves_bound(list(leaves))
+        if relay.returned and relay.clipped:
+            closed = min(closed, 0.0)
+        elif result.status is Status.HOLDS and result.lower_bound is not None:
+            closed = result.lower_bound  # clipping included
+        out = Outcome(replace(result, certificate=None, open_nodes=()), pack_leaves(leaves),
+                      pack_nodes(relay.returned) if relay.returned else None, closed,
+                      time.thread_time() - cpu)
+        del relay, result, leaves
     return out
 
 
-def _release_memory() -> None:
-    """Give the memory of a finished search back to the system.
+#: glibc's ``mallopt`` parameters (malloc.h) and the values a task runs with.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_TASK_MMAP_THRESHOLD, _TASK_TRIM_THRESHOLD = 32 << 20, 1 << 30
 
-    loky replaces a worker whose resident memory grew by more than 300 MB since its first
-    task (a leak check), and a new worker imports torch again: seconds lost at the next
-    wave. A search's tensors are freed when it ends, but glibc keeps the freed heap pages
-    (ACAS Xu 4_2 prop_2 left 500 MB), so they are trimmed explicitly where glibc is there.
+
+@contextlib.contextmanager
+def _search_memory() -> Iterator[None]:
+    """Run a worker's search with a heap that keeps its freed memory, and trim it after.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins
+    glibc's mmap threshold at 128 KiB: every batch tensor is then a fresh mapping, and on
+    ACAS Xu page faults took as much CPU as the search (3.4 M faults, 4 of 9 s; 1.8x the
+    wall-clock time). Where that variable is set, a task raises both thresholds and puts the
+    worker's values back at its end; elsewhere glibc's adaptive thresholds are left alone.
+    Either way the heap is trimmed at the end: loky replaces a worker whose memory grew by
+    300 MB since its first task (a leak check; ACAS Xu 4_2 prop_2 left 500 MB in freed heap
+    pages), and a new worker imports torch again, seconds lost at the next wave.
     """
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    libc = _libc()
+    pinned = libc is not None and "MALLOC_TRIM_THRESHOLD_" in os.environ
+    if pinned:
+        libc.mallopt(_M_MMAP_THRESHOLD, _TASK_MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TASK_TRIM_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.collect()
+        if libc is not None:
+            libc.malloc_trim(0)
+        if pinned:
+            with contextlib.suppress(ValueError):
+                libc.mallopt(_M_TRIM_THRESHOLD, int(os.environ["MALLOC_TRIM_THRESHOLD_"]))
+            libc.mallopt(_M_MMAP_THRESHOLD, 128 << 10)
+
+
+def _libc() -> Any:
+    """Return glibc (ctypes), or None where there is none."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _ = (libc.mallopt, libc.malloc_trim)  # AttributeError where the C library lacks them
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _task_rule(board: Board, live: bool, started: float,
@@ -478,7 +513,8 @@ class _Warmup:
 
         try:
             with parallel_config(backend=self.backend):
-                Parallel(n_jobs=self.jobs)(delayed(_warm)() for _ in range(self.jobs))
+                Parallel(n_jobs=self.jobs, batch_size=1)(
+                    delayed(_warm)() for _ in range(self.jobs))
         except Exception as exc:  # the waves run the tasks again and report the error
             log.warning("starting the worker processes failed: %s", exc)
         finally:
