@@ -4,13 +4,13 @@
    a background thread starts the worker processes (the torch import takes seconds), so the
    head searches while they start. It hands its open nodes back once the workers are ready
    and ``jobs * head_open_per_job`` nodes are open (:class:`ShareOptions`).
-   With ``jobs="auto"`` the search stays in this process (no worker is started) until it
-   has run ``auto_after`` seconds and has as long left: most searches end sooner, and
-   start-up would cost more than it saves; the time a search has run is the best guess of
-   the time it still needs (a large frontier is not: ACAS Xu 1_1 prop_3 closes 8,000 nodes
-   in 2 s). Then it spreads over :func:`resolve_jobs` processes (the cores of this machine,
-   or a Dask cluster's workers). A search that may spread runs with one torch thread per
-   process, the head included.
+   With ``jobs="auto"`` the search stays in this process until it has run ``auto_after``
+   seconds and has as long left (the workers start at half that time): most searches end
+   sooner, and start-up would cost more than it saves; the time a search has run is the
+   best guess of the time it still needs (a large frontier is not: ACAS Xu 1_1 prop_3
+   closes 8,000 nodes in 2 s). Then it spreads over :func:`resolve_jobs` processes (the
+   cores of this machine, or a Dask cluster's workers). A search that may spread runs with
+   one torch thread per process, the head included.
 2. **Waves.** The open nodes are dealt into ``jobs`` groups of alike bounds
    (``transfer.deal``); each group is one joblib task, a search that starts from those nodes
    with their engine state (``bab.transfer``: no node is bounded twice). When a task ends
@@ -265,17 +265,18 @@ def _one_torch_thread() -> Iterator[None]:
 
 def _head_rule(warmup: _Warmup, jobs: int, auto: bool, deadline: float,
                share: ShareOptions) -> Callable[[int], bool]:
-    """Return the head's hand-back rule (module docstring, step 1); "auto" also keeps a
-    search that has less than ``auto_after`` seconds left in this process."""
+    """Return the head's hand-back rule (module docstring, step 1). With "auto" the workers
+    start at half of ``auto_after``, so that they are up when the search may spread; a
+    search with less than ``auto_after`` seconds left stays in this process."""
     started = time.monotonic()
     wait = share.auto_after
 
     def hand_back(open_nodes: int) -> bool:
         now = time.monotonic()
+        if share.wait_for_workers and (not auto or now - started >= wait / 2):
+            warmup.start()
         if auto and (now - started < wait or deadline - now < wait):
             return False
-        if share.wait_for_workers:
-            warmup.start()
         ready = warmup.ready() or not share.wait_for_workers
         return ready and open_nodes >= (jobs if auto else jobs * share.head_open_per_job)
 
