@@ -143,12 +143,16 @@ class Relay:
         returned: the open nodes handed back (filled by the search).
         clipped: set with ``returned``: input-domain clipping cut part of a box away, so the
             margin of the search's closed part is only known to be > 0 there.
+        others_idle: True while another process waits for nodes: the search then leaves
+            nodes open instead of deciding them by MILP (seconds each), so that they go
+            back at the end of the round.
     """
 
     start: list[Node] = field(default_factory=list)
     hand_back: Callable[[int], bool] | None = None
     returned: list[Node] = field(default_factory=list)
     clipped: bool = False
+    others_idle: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -345,7 +349,7 @@ def _on_stall(s: _Search) -> Result | None:
     """
     n = s.options.stall_rounds
     trace = s.stats.lower_bound_trace
-    if s.split_kind != "relu" or n <= 0 or len(trace) - s.stall_checked < n:
+    if s.split_kind != "relu" or n <= 0 or len(trace) - s.stall_checked < n or _others_idle(s):
         return None
     old, new = trace[-n][1], trace[-1][1]
     if not (np.isfinite(old) and np.isfinite(new)) or new - old > s.options.stall_tol * abs(old):
@@ -370,6 +374,11 @@ def _on_stall(s: _Search) -> Result | None:
     if not closed:
         s.frontier.push(node)
     return None
+
+
+def _others_idle(s: _Search) -> bool:
+    """Return True while another process sharing this search waits for nodes."""
+    return s.relay is not None and s.relay.others_idle is not None and s.relay.others_idle()
 
 
 def _attack_parents(s: _Search, parents: list[Node]) -> Result | None:
@@ -421,7 +430,8 @@ def _prune(s: _Search, children: list[BoundedChild], parents: list[Node | None],
             if decided is not None:
                 return decided
             continue
-        if s.split_kind == "relu" and 0 < child.free_unstable <= s.options.milp_max_unstable:
+        if (s.split_kind == "relu" and 0 < child.free_unstable <= s.options.milp_max_unstable
+                and not _others_idle(s)):
             closed, verdict = _decide_milp(s, node, parent)
             if verdict is not None:
                 return verdict

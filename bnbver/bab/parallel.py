@@ -16,7 +16,8 @@
    with their engine state (``bab.transfer``: no node is bounded twice). When a task ends
    while others still run, a process is idle: the coordinator raises the *hungry* flag, and
    every running task hands its open nodes back at the end of its current round (once it
-   has run ``min_slice`` seconds and holds two nodes or more). When all are back the wave
+   has run ``min_slice`` seconds and holds two nodes or more; meanwhile it starts no MILP,
+   which takes seconds, and leaves those nodes open). When all are back the wave
    ends, and the union of the open nodes is dealt again. So no process idles for longer
    than a round of another, a long search keeps every process busy to its end, and every
    node is searched by exactly one task.
@@ -398,7 +399,8 @@ def run_task(network: Network, prop: Property, options: BabOptions, nodes: NodeP
     started, cpu = time.monotonic(), time.thread_time()
     deadline = started + max(wall_deadline - time.time(), 0.0)
     live = board.visible()
-    relay = Relay(unpack_nodes(nodes), _task_rule(board, live, started, share or ShareOptions()))
+    relay = Relay(unpack_nodes(nodes), _task_rule(board, live, started, share or ShareOptions()),
+                  others_idle=board.hungry if live else None)
     with _search_memory():
         result = run_bab(network, prop, options, deadline, Stats(), seed,
                          should_stop=board.stopped if live else None, relay=relay)
