@@ -17,12 +17,14 @@ import importlib
 import importlib.util
 import logging
 import sys
+import time
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bnbver import __version__
+from bnbver.commands.common import process_age
 from bnbver.errors import BnbverError, InputError
 
 #: command name -> (module under bnbver.commands, one-line help)
@@ -170,6 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # As its own process (argv from the command line) a command's time limit counts from
+    # the process's start, as a VNN-COMP harness times it; called in-process, from here.
+    args.started = time.monotonic() - (process_age() if argv is None else 0.0)
     level = [logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)]
     logging.basicConfig(level=logging.ERROR if args.quiet else level,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -145,8 +145,9 @@ def validate_options(network: Network, options: VerifierOptions) -> None:
 
 def validate_bab_options(bab: Any) -> None:
     """Raise InputError for a ``BabOptions`` value that no network accepts."""
-    if bab.jobs < 1:
-        raise InputError("--jobs", f"must be >= 1, got {bab.jobs}")
+    from bnbver.bab.parallel import validate_jobs
+
+    validate_jobs(bab.jobs)
     validate_device(bab.device)
     if bab.split not in ("auto", "relu", "input"):
         raise InputError("--split", f"must be auto, relu or input, got {bab.split!r}")
@@ -281,7 +282,7 @@ def _prove(network: Network, prop: Property, options: VerifierOptions, deadline:
     from bnbver.bab.parallel import run_parallel
 
     bab_options = options.bab if options.bab is not None else BabOptions()
-    run = run_parallel if bab_options.jobs > 1 else run_bab
+    run = run_bab if bab_options.jobs == 1 else run_parallel
     return run(network, prop, bab_options, deadline, stats, options.seed)
 
 

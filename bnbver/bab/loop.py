@@ -60,7 +60,9 @@ class BabOptions:
         precision: "auto" (the device default: float64 on the CPU), "float32" or "float64";
             counterexamples are always checked in float64.
         memory_cap: open nodes beyond which the frontier goes depth-first.
-        jobs: parallel subtrees (joblib) in ``bnbver.bab.parallel``.
+        jobs: processes sharing the search (``bnbver.bab.parallel``): a count, or "auto"
+            (the cores available, once the search has run long enough to pay for them;
+            ``bnbver.bab.parallel.ShareOptions.auto_after``).
         milp_max_unstable: a ReLU-split node with at most this many free unstable neurons
             (and at least one) is decided at once by a big-M MILP with HiGHS instead of being
             branched further (0 disables); the MILP gets at most ``milp_time`` seconds, and
@@ -117,7 +119,7 @@ class BabOptions:
     device: str = "cpu"
     precision: str = "auto"
     memory_cap: int = 200_000
-    jobs: int = 1
+    jobs: int | str = "auto"
     milp_max_unstable: int = 8
     milp_time: float = 10.0
     tighten: str = "none"
@@ -137,6 +139,30 @@ class BabOptions:
     attack_nodes: int = 64
     attack_share: float = 0.1
     certify: str = "off"
+
+
+@dataclass
+class Relay:
+    """A search's link to others sharing its frontier (``bab.parallel``): a stateful channel.
+
+    Attributes:
+        start: bounded open nodes (``bab.transfer.unpack_nodes``) to search from instead of
+            bounding the root.
+        hand_back: polled once per round with the number of open nodes; True ends the
+            search as UNKNOWN and moves its open nodes to ``returned``.
+        returned: the open nodes handed back (filled by the search).
+        clipped: set with ``returned``: input-domain clipping cut part of a box away, so the
+            margin of the search's closed part is only known to be > 0 there.
+        others_idle: True while another process waits for nodes: the search then leaves
+            nodes open instead of deciding them by MILP (seconds each), so that they go
+            back at the end of the round.
+    """
+
+    start: list[Node] = field(default_factory=list)
+    hand_back: Callable[[int], bool] | None = None
+    returned: list[Node] = field(default_factory=list)
+    clipped: bool = False
+    others_idle: Callable[[], bool] | None = None
 
 
 @dataclass
@@ -168,6 +194,7 @@ class _Search:
     root_disjuncts: np.ndarray | None = None
     last_log: float = 0.0
     clipped: bool = False
+    relay: Relay | None = None
 
 
 def choose_split_kind(network: Network, options: BabOptions) -> str:
@@ -182,7 +209,7 @@ def choose_split_kind(network: Network, options: BabOptions) -> str:
 def run_bab(network: Network, prop: Property, options: BabOptions, deadline: float,
             stats: Stats | None = None, seed: int = 0, root_splits: SplitSet | None = None,
             should_stop: Callable[[], bool] | None = None,
-            max_open: int | None = None) -> Result:
+            max_open: int | None = None, relay: Relay | None = None) -> Result:
     """Decide ``prop`` by branch and bound until ``deadline`` (absolute monotonic time).
 
     Args:
@@ -190,6 +217,8 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
         should_stop: polled once per round; True ends the search as UNKNOWN (cancellation).
         max_open: stop as UNKNOWN once this many nodes are open, returning them in
             ``Result.open_nodes`` (used to cut the tree into parallel subtrees).
+        relay: start from ``relay.start`` (when not empty) and hand the open nodes back
+            when ``relay.hand_back`` says so (processes sharing one search).
 
     Returns:
         HOLDS with a certificate of closed leaves, VIOLATED with a float64-checked
@@ -203,7 +232,7 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
         probe = min(deadline, t0 + options.tighten_after)
         probe_stats = Stats()
         first = run_bab(network, prop, replace(options, tighten="none"), probe, probe_stats,
-                        seed, root_splits, should_stop, max_open)
+                        seed, root_splits, should_stop, max_open, relay)
         final = first.status is not Status.TIMEOUT or time.monotonic() >= deadline
         _merge_probe(stats, probe_stats, time.monotonic() - t0, final)
         if final:
@@ -217,7 +246,8 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
                      Frontier(options.memory_cap), stats, [],
                      TreeRecorder(options.record), deadline, time.monotonic(), kind,
                      root_splits or SplitSet(), should_stop, max_open,
-                     rng=np.random.default_rng(seed), proof=_proof_builder(bounder, prop))
+                     rng=np.random.default_rng(seed), proof=_proof_builder(bounder, prop),
+                     relay=relay)
     try:
         return _search(search)
     finally:
@@ -242,7 +272,7 @@ def certify_options(options: BabOptions) -> BabOptions:
     if options.tighten != "none":
         log.warning("certificates: root tightening (%s) is switched off", options.tighten)
         changes["tighten"] = "none"
-    if options.jobs > 1:
+    if options.jobs != 1:
         changes["jobs"] = 1
     if options.certify == "strict":
         changes.update(milp_max_unstable=0, stall_rounds=0)
@@ -283,15 +313,9 @@ def _merge_probe(stats: Stats, probe: Stats, seconds: float, final: bool) -> Non
 
 
 def _search(s: _Search) -> Result:
-    """Bound the root, then run rounds until decided or out of time."""
-    t0 = time.monotonic()
-    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits,
-                                s.deadline)
-    s.stats.bound_calls += 1
-    s.stats.add_time("root_bounds", time.monotonic() - t0)
-    s.root_disjuncts = root.disjunct_bounds
-    s.last_log = time.monotonic()
-    outcome = _prune(s, [root], [None])
+    """Bound the root (or take the relay's nodes), then run rounds until decided or out of
+    time."""
+    outcome = _start(s)
     if outcome is not None:
         return outcome
     round_time = 0.0
@@ -302,6 +326,9 @@ def _search(s: _Search) -> Result:
         if s.should_stop is not None and s.should_stop():
             return Result(Status.UNKNOWN, stats=s.stats, message="cancelled")
         if s.max_open is not None and len(s.frontier) >= s.max_open:
+            return _split_off(s)
+        if s.relay is not None and s.relay.hand_back is not None and s.relay.hand_back(
+                len(s.frontier)):
             return _split_off(s)
         t0 = time.monotonic()
         outcome = _round(s)
@@ -319,6 +346,24 @@ def _search(s: _Search) -> Result:
             f"LPs are numerically ambiguous: a margin within rounding of 0)"))
     return Result(Status.HOLDS, certificate=Certificate(tuple(s.leaves), _proof_file(s)),
                   stats=s.stats, **_bound_fields(s, _leaves_bound(s)))
+
+
+def _start(s: _Search) -> Result | None:
+    """Push the relay's start nodes, or bound and prune the root."""
+    if s.relay is not None and s.relay.start:
+        for node in s.relay.start:
+            s.frontier.push(node)
+        s.next_id = max(n.node_id for n in s.relay.start) + 1
+        s.last_log = time.monotonic()
+        return None
+    t0 = time.monotonic()
+    root = s.bounder.bound_root(s.prop.box.lower, s.prop.box.upper, s.root_splits,
+                                s.deadline)
+    s.stats.bound_calls += 1
+    s.stats.add_time("root_bounds", time.monotonic() - t0)
+    s.root_disjuncts = root.disjunct_bounds
+    s.last_log = time.monotonic()
+    return _prune(s, [root], [None])
 
 
 def _round(s: _Search) -> Result | None:
@@ -364,7 +409,7 @@ def _on_stall(s: _Search) -> Result | None:
     """
     n = s.options.stall_rounds
     trace = s.stats.lower_bound_trace
-    if s.split_kind != "relu" or n <= 0 or len(trace) - s.stall_checked < n:
+    if s.split_kind != "relu" or n <= 0 or len(trace) - s.stall_checked < n or _others_idle(s):
         return None
     old, new = trace[-n][1], trace[-1][1]
     if not (np.isfinite(old) and np.isfinite(new)) or new - old > s.options.stall_tol * abs(old):
@@ -389,6 +434,11 @@ def _on_stall(s: _Search) -> Result | None:
     if not closed:
         s.frontier.push(node)
     return None
+
+
+def _others_idle(s: _Search) -> bool:
+    """Return True while another process sharing this search waits for nodes."""
+    return s.relay is not None and s.relay.others_idle is not None and s.relay.others_idle()
 
 
 def _attack_parents(s: _Search, parents: list[Node]) -> Result | None:
@@ -442,7 +492,8 @@ def _prune(s: _Search, children: list[BoundedChild], parents: list[Node | None],
             if decided is not None:
                 return decided
             continue
-        if s.split_kind == "relu" and 0 < child.free_unstable <= s.options.milp_max_unstable:
+        if (s.split_kind == "relu" and 0 < child.free_unstable <= s.options.milp_max_unstable
+                and not _others_idle(s)):
             closed, verdict = _decide_milp(s, node, parent)
             if verdict is not None:
                 return verdict
@@ -554,6 +605,8 @@ def _split_off(s: _Search) -> Result:
     lb = s.frontier.global_lower_bound()
     # Undecided leaves go along: their subtree will meet them again and end in "unknown".
     nodes = [*s.frontier.drain(), *s.undecided]
+    if s.relay is not None:
+        s.relay.returned, s.relay.clipped = nodes, s.clipped
     open_nodes = tuple((n.lower, n.upper, n.splits) for n in nodes)
     return Result(Status.UNKNOWN, certificate=Certificate(tuple(s.leaves)), stats=s.stats,
                   message="split into subtrees", open_nodes=open_nodes,

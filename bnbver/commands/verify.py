@@ -13,7 +13,8 @@ import sys
 import time
 from pathlib import Path
 
-from bnbver.commands.common import check_positive, check_writable, process_age, quiet
+from bnbver.bab.parallel import validate_jobs
+from bnbver.commands.common import check_positive, check_writable, quiet
 from bnbver.driver import VerifierOptions, parse_options, validate_device, verify
 from bnbver.io.loaders import load_network, load_properties
 from bnbver.result import Result, Status, format_vnncomp
@@ -33,7 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         "group bnbver.heuristics)")
     parser.add_argument("--split", choices=["auto", "relu", "input"], default="auto",
                         help="what to branch on (default: auto by input dimension)")
-    parser.add_argument("--jobs", type=int, default=1, help="parallel subtrees (joblib)")
+    parser.add_argument("--jobs", default="auto",
+                        help="processes sharing the search: a number, or auto (default: the "
+                        "cores available, once the search has run a few seconds)")
     parser.add_argument("--device", default="cpu", help="torch device for the bounds")
     parser.add_argument("--tighten", choices=["none", "lp", "milp"], default="none",
                         help="tighten the root's ReLU bounds by LP or MILP before branching")
@@ -62,9 +65,9 @@ def summary(result: Result) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Verify and write the result; exit 0 whatever the verdict (1 on a solver error)."""
-    start = time.monotonic() - process_age()
+    start = getattr(args, "started", time.monotonic())
     check_positive(args.timeout, "--timeout")
-    check_positive(args.jobs, "--jobs", integer=True)
+    jobs = validate_jobs(args.jobs)
     validate_device(args.device)
     for path, flag in ((args.out, "--out"), (args.record, "--record"),
                        (args.certificate, "--certificate")):
@@ -74,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     props = load_properties(args.prop, network)
     kwargs = dict(
         timeout=max(args.timeout - (time.monotonic() - start), 0.1), seed=args.seed,
-        branching=args.branching, split=args.split, jobs=args.jobs, device=args.device,
+        branching=args.branching, split=args.split, jobs=jobs, device=args.device,
         tighten=args.tighten, record=args.record,
     )
     if args.certificate:
