@@ -155,6 +155,10 @@ class BoundedChild:
     interm_proofs: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
     #: certificates: every row's coefficients when the box was clipped with optimised rows
     clip_nus: np.ndarray | None = None
+    #: certificates: disjuncts that this node's own CROWN/interval bound excludes (and no
+    #: ancestor's did), with no stored proof: the checker re-derives that bound here, since
+    #: descendants keep the parent's rows and their own bound may be lower
+    claims: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,8 @@ class NodeBounder:
         if kind == "input":
             self.child_opts = BoundsOptions(
                 method="crown", device=device, dtype=dtype, row_linear=self.clip,
-                intermediate=getattr(options, "input_intermediate", "forward-crown"))
+                intermediate=getattr(options, "input_intermediate", "forward-crown"),
+                certify=certify)
         else:
             self.child_opts = BoundsOptions(
                 method=child_method, iterations=iterations, device=device, dtype=dtype,
@@ -485,7 +490,8 @@ class NodeBounder:
                                     payload, int(free[b]), per_disjunct_np[b],
                                     bool(shrunk[b]), (box[0][b], box[1][b]),
                                     self._proofs(result, b, parent_rows), interm,
-                                    self._clip_nus(result, b) if shrunk[b] else None))
+                                    self._clip_nus(result, b) if shrunk[b] else None,
+                                    self._claims(result, b, parent_rows)))
         return out
 
     def _clip_nus(self, result: BoundResult, b: int) -> np.ndarray | None:
@@ -514,6 +520,21 @@ class NodeBounder:
             nu = (torch.cat([d[b, r] for d in result.duals]).double().cpu().numpy()
                   if result.duals else np.zeros(0))
             out.append((k, self.row_weights[r], nu))
+        return tuple(out)
+
+    def _claims(self, result: BoundResult, b: int, parent_rows: torch.Tensor | None
+                ) -> tuple[int, ...]:
+        """Return the disjuncts that node b's own bounds exclude (and no ancestor's did)
+        when the bound has no stored proof (plain CROWN or interval rows)."""
+        if result.duals is not None or result.own_rows is None:
+            return ()
+        out = []
+        for k, rows in enumerate(self.groups):
+            rows = rows.to(result.own_rows.device)
+            if parent_rows is not None and bool((parent_rows[b, rows] > 0).any()):
+                continue
+            if bool((result.own_rows[b, rows] > 0).any()):
+                out.append(k)
         return tuple(out)
 
     def _interm_proofs(self, result: BoundResult

@@ -68,6 +68,7 @@ class ProofBuilder:
     interm: list[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = field(
         default_factory=list)
     clips: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    claims: list[tuple[int, int]] = field(default_factory=list)
 
     def add(self, node: Node, child: BoundedChild) -> None:
         """Register a freshly bounded node (its decision is ``node.decision``)."""
@@ -88,6 +89,7 @@ class ProofBuilder:
             self.proofs.append((node.node_id, k, weights, nu))
         if child.interm_proofs is not None:
             self.interm.append((node.node_id, child.interm_proofs))
+        self.claims.extend((node.node_id, k) for k in child.claims)
         if child.clip_nus is not None and child.shrunk:
             self.clips.append((node.node_id, child.clip_nus))
 
@@ -120,6 +122,8 @@ class ProofBuilder:
             clipped=col("clipped", bool),
             box_lo=np.array([r.box[0] for r in recs]) if boxes else np.zeros((0, n_in)),
             box_hi=np.array([r.box[1] for r in recs]) if boxes else np.zeros((0, n_in)),
+            claim_node=np.array([c[0] for c in self.claims], np.int64),
+            claim_disjunct=np.array([c[1] for c in self.claims], np.int64),
             **self._proof_columns(), **self._interm_columns(), **self._clip_columns())
 
     def _clip_columns(self) -> dict[str, np.ndarray]:

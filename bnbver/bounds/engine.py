@@ -562,7 +562,9 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions | 
             start, lin0 = final_start(net, inter.errs)
             duals = _record_nu(net, start, lin0, inter.relax, inter.errs, best,
                                len(net.relu_slots))
-    own = None if best is None else best.lower
+    own = None
+    if options.certify:
+        own = final.lower if best is None else best.lower
     return BoundResult(rows, cand, inter.infeasible, state, worst, relu_coeffs, row_linear,
                        own, duals, inter.proofs)
 

@@ -27,7 +27,9 @@ the checker evaluates it rigorously). ``root_*`` rows are proofs of intermediate
 root (optimised slopes cannot be re-derived): neuron ``unit`` of ReLU layer ``layer`` with
 ``sign`` +1 (a lower bound) or -1 (an upper bound), coefficients for the layers before.
 ``clip_*`` rows give the coefficients of the unsafe rows with which a node (a root bounded by
-alpha-CROWN) was clipped; the checker replays the clipping with them.
+alpha-CROWN) was clipped; the checker replays the clipping with them. ``claim_*`` rows say
+that a node's own interval or CROWN bound (no stored coefficients) excludes a disjunct: the
+checker re-derives that bound at that node, and the disjunct stays excluded in its subtree.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-VERSION = 1
+VERSION = 2
 ROOT, RELU, INPUT = 0, 1, 2
 INTERNAL, BOUND, INFEASIBLE, EMPTY, SOLVER, CROWN = 0, 1, 2, 3, 4, 5
 STATUS_NAMES = {INTERNAL: "internal", BOUND: "bound", INFEASIBLE: "infeasible",
@@ -59,6 +61,9 @@ class Tree:
         clip_node, clip_row: (C,) a node whose clipping used optimised rows, and which row
             (numbered over the disjuncts in order, each disjunct's rows then their mean).
         clip_nu: (C, sum n_l) that row's coefficients.
+        claim_node, claim_disjunct: (M,) a disjunct excluded at an internal node by the
+            checker's own interval or CROWN bound of that node (no stored proof): its
+            descendants keep it excluded although their own CROWN bound may be lower.
     """
 
     parent: np.ndarray
@@ -84,6 +89,8 @@ class Tree:
     clip_node: np.ndarray
     clip_row: np.ndarray
     clip_nu: np.ndarray
+    claim_node: np.ndarray
+    claim_disjunct: np.ndarray
 
     @property
     def size(self) -> int:
@@ -129,7 +136,7 @@ class ProofFile:
         """
         with np.load(Path(path), allow_pickle=False) as data:
             if "version" not in data or int(data["version"]) != VERSION:
-                raise ValueError("not a bnbver certificate of version 1")
+                raise ValueError(f"not a bnbver certificate of version {VERSION}")
             trees = tuple(
                 Tree(**{f.name: np.array(data[f"t{t}_{f.name}"]) for f in fields(Tree)})
                 for t in range(int(data["trees"])))

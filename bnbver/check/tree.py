@@ -156,6 +156,7 @@ def _visit(net: CheckNet, prop: Property, tree: Tree, i: int,
     recompute = bool(tree.recompute[i]) or parent is None
     nb = node_bounds(net, box, splits, parent, recompute, _root_proofs(tree, i))
     proven = proven | _proofs(net, prop, tree, i, nb, box, splits, report)
+    proven = proven | _claims(net, prop, tree, i, nb, box, splits, proven)
     stored = box
     if tree.box_lo.shape[0]:
         stored = (tree.box_lo[i], tree.box_hi[i])
@@ -211,6 +212,22 @@ def _proofs(net: CheckNet, prop: Property, tree: Tree, i: int, nb: NodeBounds,
     return frozenset(out)
 
 
+def _claims(net: CheckNet, prop: Property, tree: Tree, i: int, nb: NodeBounds,
+            box: tuple[np.ndarray, np.ndarray], splits: list[np.ndarray],
+            proven: frozenset[int]) -> frozenset[int]:
+    """Return the disjuncts that node i claims to exclude by its own bounds, each
+    re-derived here (interval or CROWN bound of a row or of the rows' mean > 0)."""
+    out: set[int] = set()
+    for q in np.flatnonzero(tree.claim_node == i):
+        k = int(tree.claim_disjunct[q])
+        if not 0 <= k < len(prop.unsafe.disjuncts):
+            raise CheckError(f"node {i}: a claim names disjunct {k}")
+        if k not in proven and not nb.infeasible:
+            _exclude(net, prop.unsafe.disjuncts[k], i, k, nb, box, splits)
+        out.add(k)
+    return frozenset(out)
+
+
 def _combination(h: HalfSpaces, weights: np.ndarray, nb: NodeBounds) -> Target:
     """Return the targets ``w (C y - d)`` (one per row of weights), with the error of forming
     the combined row in float64 charged against the output's magnitude."""
@@ -236,16 +253,21 @@ def _close(net: CheckNet, prop: Property, i: int, nb: NodeBounds,
     if nb.infeasible:
         return
     for k, h in enumerate(prop.unsafe.disjuncts):
-        if k in proven:
-            continue
-        target = _combination(h, _row_weights(h), nb)
-        interval = _interval_lower(net, target, nb, box)
-        if np.any(interval > 0):
-            continue
-        lb, _, _ = lower_bound(net, nb, box, target, splits)
-        if not np.any(lb > 0):
-            raise CheckError(f"node {i}: disjunct {k} is not excluded (best bound "
-                               f"{float(max(lb.max(), interval.max())):.6g})")
+        if k not in proven:
+            _exclude(net, h, i, k, nb, box, splits)
+
+
+def _exclude(net: CheckNet, h: HalfSpaces, i: int, k: int, nb: NodeBounds,
+             box: tuple[np.ndarray, np.ndarray], splits: list[np.ndarray]) -> None:
+    """Require disjunct k's interval or CROWN bound on node i to be > 0."""
+    target = _combination(h, _row_weights(h), nb)
+    interval = _interval_lower(net, target, nb, box)
+    if np.any(interval > 0):
+        return
+    lb, _, _ = lower_bound(net, nb, box, target, splits)
+    if not np.any(lb > 0):
+        raise CheckError(f"node {i}: disjunct {k} is not excluded (best bound "
+                         f"{float(max(lb.max(), interval.max())):.6g})")
 
 
 def _interval_lower(net: CheckNet, target: Target, nb: NodeBounds,
