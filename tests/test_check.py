@@ -230,3 +230,61 @@ def test_a_garbled_file_is_reported(tmp_path: Path, examples_dir: Path) -> None:
     report = check_certificate(network, props, bad)
     assert not report.valid and "cannot read" in report.failure
     assert INTERNAL == 0  # the status codes are part of the file format
+
+
+def test_small_batches_check_the_same_and_find_a_deep_leaf(
+        relu_case: tuple[Network, Property, ProofFile],
+        input_case: tuple[Network, Property, ProofFile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checker derives bounds for batches of nodes (and bounds targets in chunks of
+    rows): batches of 2 nodes and tiny chunks (every boundary crossed, batches taken from
+    several stack entries and split again) give the same verdict, and a leaf deep in the
+    tree that claims what its bounds do not show is named."""
+    from bnbver.check import bounds
+    from bnbver.check import tree as tree_mod
+
+    full = [check_proof(net, [prop], proof) for net, prop, proof in (relu_case, input_case)]
+    monkeypatch.setattr(tree_mod, "BATCH", 2)
+    monkeypatch.setattr(bounds, "CHUNK_ENTRIES", 8)
+    for (net, prop, proof), ref in zip((relu_case, input_case), full, strict=True):
+        small = check_proof(net, [prop], proof)
+        assert ref.valid and small.valid, small.failure
+        assert (small.leaves, small.uncertified) == (ref.leaves, ref.uncertified)
+        tree = proof.trees[0]
+        depth = np.zeros(tree.size, int)
+        for i in range(1, tree.size):
+            depth[i] = depth[tree.parent[i]] + 1
+        leaves = np.flatnonzero(tree.status != INTERNAL)
+        deep = int(leaves[np.argmax(depth[leaves])])
+        status = tree.status.copy()
+        status[deep] = 2  # INFEASIBLE: a leaf of a valid tree has consistent bounds
+        report = check_proof(net, [prop], ProofFile((replace(tree, status=status),),
+                                                    proof.relu_sizes, proof.input_size))
+        assert not report.valid and report.failure.startswith(f"tree 0, node {deep}: "), (
+            report.failure)
+
+
+def test_root_proofs_cannot_tighten_bounds_by_their_sign() -> None:
+    """A stored root proof bounds +z_j (sign > 0) or -z_j: a sign of 0 or 2 must not scale
+    the row (a zero row's bound would set an upper bound of about 0, a doubled row twice
+    the lower bound). The bounds must hold at sampled points whatever the proofs say."""
+    from bnbver.check.bounds import RootProofs, node_bounds
+    from bnbver.check.net import check_net
+
+    rng = np.random.default_rng(3)
+    net = random_relu_net(rng, [2, 5, 5, 2], scale=1.5)
+    cnet = check_net(net)
+    sizes = cnet.relu_sizes
+    q = 4 * sizes[1]
+    proofs = RootProofs(node=np.zeros(q, np.int64), layer=np.ones(q, np.int64),
+                        unit=np.tile(np.arange(sizes[1]), 4),
+                        sign=np.repeat(np.array([0, 2, -2, 1], np.int8), sizes[1]),
+                        nu=np.zeros((q, sum(sizes))))
+    box = (-np.ones((1, 2)), np.ones((1, 2)))
+    nb = node_bounds(cnet, box, [np.zeros((1, n), np.int8) for n in sizes],
+                     ([np.full((1, n), -np.inf) for n in sizes],
+                      [np.full((1, n), np.inf) for n in sizes]), np.array([True]), proofs)
+    x = np.vstack([rng.uniform(-1, 1, (4000, 2)), [[-1, -1], [-1, 1], [1, -1], [1, 1]]])
+    _, pre = net.forward_with_preactivations(x)
+    for k, z in enumerate(pre):
+        assert np.all(z >= nb.lower[k][0]) and np.all(z <= nb.upper[k][0]), k
