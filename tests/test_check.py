@@ -80,6 +80,38 @@ def test_checker_rejects_a_certificate_for_a_violated_property() -> None:
         assert not check_proof(net, [sat_prop], proof).valid
 
 
+def _several_disjuncts(seed: int) -> tuple[Network, Property]:
+    """A 2-6-6-4 net; unsafe: y0 - yj above its true maximum (oracle) + 0.02, for j = 1..3."""
+    rng = np.random.default_rng(seed)
+    net = random_relu_net(rng, [2, 6, 6, 4], scale=1.5)
+    box = InputBox(-np.ones(2), np.ones(2))
+    disjuncts = []
+    for j in range(1, 4):
+        c = np.zeros(4)
+        c[0], c[j] = 1.0, -1.0
+        best, _ = max_linear_output(net, c, box.lower, box.upper)
+        disjuncts.append(HalfSpaces([-c], [-(best + 0.02)]))
+    return net, Property(box, UnsafeSet(tuple(disjuncts)))
+
+
+@pytest.mark.parametrize("seed", [12, 49])
+def test_a_disjunct_excluded_above_a_leaf_is_claimed_and_rechecked(seed: int) -> None:
+    """A child keeps its parent's bound of a disjunct, but its own CROWN bound of it can be
+    lower (the relaxation's slopes change with the box): the certificate claims the disjunct
+    where a node's own bound excludes it, and the checker re-derives it there (ACAS Xu 1_1
+    prop_6 was rejected without claims). Seeds 12 and 49 need their claims; a claim where
+    the bound does not hold is rejected."""
+    net, prop = _several_disjuncts(seed)
+    proof = _proof(net, prop, split="input")
+    tree = proof.trees[0]
+    assert check_proof(net, [prop], proof, strict=True).valid
+    assert tree.claim_node.size > 0
+    none = tree.claim_node[:0]
+    assert not _checked(net, prop, proof, replace(tree, claim_node=none, claim_disjunct=none))
+    at_root = np.zeros_like(tree.claim_node)
+    assert not _checked(net, prop, proof, replace(tree, claim_node=at_root))
+
+
 def _tampered(tree: Tree, **changes: np.ndarray) -> ProofFile:
     return ProofFile((replace(tree, **changes),), (), 0)
 
@@ -230,3 +262,61 @@ def test_a_garbled_file_is_reported(tmp_path: Path, examples_dir: Path) -> None:
     report = check_certificate(network, props, bad)
     assert not report.valid and "cannot read" in report.failure
     assert INTERNAL == 0  # the status codes are part of the file format
+
+
+def test_small_batches_check_the_same_and_find_a_deep_leaf(
+        relu_case: tuple[Network, Property, ProofFile],
+        input_case: tuple[Network, Property, ProofFile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checker derives bounds for batches of nodes (and bounds targets in chunks of
+    rows): batches of 2 nodes and tiny chunks (every boundary crossed, batches taken from
+    several stack entries and split again) give the same verdict, and a leaf deep in the
+    tree that claims what its bounds do not show is named."""
+    from bnbver.check import bounds
+    from bnbver.check import tree as tree_mod
+
+    full = [check_proof(net, [prop], proof) for net, prop, proof in (relu_case, input_case)]
+    monkeypatch.setattr(tree_mod, "BATCH", 2)
+    monkeypatch.setattr(bounds, "CHUNK_ENTRIES", 8)
+    for (net, prop, proof), ref in zip((relu_case, input_case), full, strict=True):
+        small = check_proof(net, [prop], proof)
+        assert ref.valid and small.valid, small.failure
+        assert (small.leaves, small.uncertified) == (ref.leaves, ref.uncertified)
+        tree = proof.trees[0]
+        depth = np.zeros(tree.size, int)
+        for i in range(1, tree.size):
+            depth[i] = depth[tree.parent[i]] + 1
+        leaves = np.flatnonzero(tree.status != INTERNAL)
+        deep = int(leaves[np.argmax(depth[leaves])])
+        status = tree.status.copy()
+        status[deep] = 2  # INFEASIBLE: a leaf of a valid tree has consistent bounds
+        report = check_proof(net, [prop], ProofFile((replace(tree, status=status),),
+                                                    proof.relu_sizes, proof.input_size))
+        assert not report.valid and report.failure.startswith(f"tree 0, node {deep}: "), (
+            report.failure)
+
+
+def test_root_proofs_cannot_tighten_bounds_by_their_sign() -> None:
+    """A stored root proof bounds +z_j (sign > 0) or -z_j: a sign of 0 or 2 must not scale
+    the row (a zero row's bound would set an upper bound of about 0, a doubled row twice
+    the lower bound). The bounds must hold at sampled points whatever the proofs say."""
+    from bnbver.check.bounds import RootProofs, node_bounds
+    from bnbver.check.net import check_net
+
+    rng = np.random.default_rng(3)
+    net = random_relu_net(rng, [2, 5, 5, 2], scale=1.5)
+    cnet = check_net(net)
+    sizes = cnet.relu_sizes
+    q = 4 * sizes[1]
+    proofs = RootProofs(node=np.zeros(q, np.int64), layer=np.ones(q, np.int64),
+                        unit=np.tile(np.arange(sizes[1]), 4),
+                        sign=np.repeat(np.array([0, 2, -2, 1], np.int8), sizes[1]),
+                        nu=np.zeros((q, sum(sizes))))
+    box = (-np.ones((1, 2)), np.ones((1, 2)))
+    nb = node_bounds(cnet, box, [np.zeros((1, n), np.int8) for n in sizes],
+                     ([np.full((1, n), -np.inf) for n in sizes],
+                      [np.full((1, n), np.inf) for n in sizes]), np.array([True]), proofs)
+    x = np.vstack([rng.uniform(-1, 1, (4000, 2)), [[-1, -1], [-1, 1], [1, -1], [1, 1]]])
+    _, pre = net.forward_with_preactivations(x)
+    for k, z in enumerate(pre):
+        assert np.all(z >= nb.lower[k][0]) and np.all(z <= nb.upper[k][0]), k

@@ -11,7 +11,7 @@ PKG = Path(__file__).resolve().parents[1] / "bnbver"
 RANKS = {
     "errors": 0, "progress": 0, "network": 1, "spec": 1, "splits": 1, "torch_model": 1,
     "check": 2, "result": 2, "io": 2, "attack": 2, "bounds": 3, "lp": 3, "milp": 4, "bab": 5,
-    "driver": 6, "apps": 7, "vnncomp": 8, "commands": 8, "cli": 8, "__init__": 9,
+    "driver": 6, "apps": 7, "vnncomp": 8, "commands": 8, "cli": 8, "__init__": 9, "__main__": 9,
 }
 
 

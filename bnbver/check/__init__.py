@@ -74,7 +74,7 @@ def check_proof(network: Network, properties: Sequence[Property], proof: ProofFi
             total.uncertified += rep.uncertified
         if strict and total.uncertified:
             raise CheckError(f"{total.uncertified} leaves were closed by a solver only")
-    except (CheckError, ValueError) as exc:
+    except (CheckError, ValueError, IndexError, TypeError) as exc:  # malformed arrays too
         return CheckReport(False, total.leaves, total.uncertified,
                            time.monotonic() - start, str(exc))
     return CheckReport(True, total.leaves, total.uncertified, time.monotonic() - start)
