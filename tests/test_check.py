@@ -320,3 +320,18 @@ def test_root_proofs_cannot_tighten_bounds_by_their_sign() -> None:
     _, pre = net.forward_with_preactivations(x)
     for k, z in enumerate(pre):
         assert np.all(z >= nb.lower[k][0]) and np.all(z <= nb.upper[k][0]), k
+
+
+def test_certificates_with_several_jobs_stay_in_one_process() -> None:
+    """``--jobs 2`` (or auto) with certificates: the proof is one tree, so the search runs in
+    this process and the certificate checks (it was an internal error once the search spread
+    to workers: here it would spread at once)."""
+    from bnbver.bab.parallel import ShareOptions, run_parallel
+
+    net, prop = _several_disjuncts(12)
+    opts = BabOptions(batch_size=4, iterations=5, certify="on", split="input", jobs=2)
+    share = ShareOptions(head_open_per_job=1, wait_for_workers=False, max_slice=0.0)
+    res = run_parallel(net, prop, opts, time.monotonic() + 60, share=share)
+    assert res.status is Status.HOLDS and res.certificate is not None
+    assert res.certificate.proof is not None
+    assert check_proof(net, [prop], res.certificate.proof, strict=True).valid

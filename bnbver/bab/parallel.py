@@ -221,10 +221,14 @@ class _Tally:
 def run_parallel(network: Network, prop: Property, options: BabOptions, deadline: float,
                  stats: Stats | None = None, seed: int = 0,
                  share: ShareOptions | None = None) -> Result:
-    """Decide ``prop`` with ``options.jobs`` processes sharing the search (module docstring)."""
+    """Decide ``prop`` with ``options.jobs`` processes sharing the search (module docstring).
+
+    A run with certificates (``options.certify``) stays in this process: its proof is one
+    tree, built as the search grows.
+    """
     stats = stats if stats is not None else Stats()
     share = share or ShareOptions()
-    jobs = resolve_jobs(options.jobs, options.device)
+    jobs = 1 if options.certify != "off" else resolve_jobs(options.jobs, options.device)
     solo = replace(options, jobs=1)
     if jobs <= 1:
         return run_bab(network, prop, solo, deadline, stats, seed)
