@@ -474,7 +474,7 @@ class NodeBounder:
         free = self._free_unstable(batch, result.state)
         exhausted = (free == 0) | np.all(up - lo <= POINT_WIDTH, axis=1)
         out = []
-        parent_rows = None if batch.state is None else batch.state.row_lower
+        fresh = self._fresh(result, None if batch.state is None else batch.state.row_lower)
         interm = self._interm_proofs(result) if result.interm_duals else None
         for b in range(batch.batch_size):
             keep = not (infeasible[b] or node_lb[b] > 0 or clipped[b])
@@ -489,9 +489,9 @@ class NodeBounder:
                                     "clip" if clipped[b] and not infeasible[b] else method,
                                     payload, int(free[b]), per_disjunct_np[b],
                                     bool(shrunk[b]), (box[0][b], box[1][b]),
-                                    self._proofs(result, b, parent_rows), interm,
+                                    self._proofs(result, b, fresh), interm,
                                     self._clip_nus(result, b) if shrunk[b] else None,
-                                    self._claims(result, b, parent_rows)))
+                                    self._claims(result, b, fresh)))
         return out
 
     def _clip_nus(self, result: BoundResult, b: int) -> np.ndarray | None:
@@ -501,41 +501,40 @@ class NodeBounder:
         return torch.cat([d[b] for d in result.duals], dim=1).double().cpu().numpy()
 
     # ------------------------------------------------------------------ certificates
-    def _proofs(self, result: BoundResult, b: int, parent_rows: torch.Tensor | None
+    def _fresh(self, result: BoundResult, parent_rows: torch.Tensor | None
+               ) -> np.ndarray | None:
+        """Return (B, K): the disjuncts that each node's own bound excludes and no ancestor's
+        did (where a certificate records why), or None without certificates."""
+        if result.own_rows is None:
+            return None
+        fresh = self._disjunct_bounds(result.own_rows) > 0
+        if parent_rows is not None:
+            fresh &= ~(self._disjunct_bounds(parent_rows.to(fresh.device)) > 0)
+        out: np.ndarray = fresh.cpu().numpy()
+        return out
+
+    def _proofs(self, result: BoundResult, b: int, fresh: np.ndarray | None
                 ) -> tuple[tuple[int, np.ndarray, np.ndarray], ...]:
-        """Return the dual proofs of the disjuncts that node b's own bounds exclude (and
-        no ancestor's did): per disjunct its best row's weights and coefficients."""
-        if result.duals is None or result.own_rows is None:
+        """Return the dual proofs of node b's fresh exclusions (:meth:`_fresh`): per
+        disjunct its best row's weights and coefficients."""
+        if result.duals is None or result.own_rows is None or fresh is None:
             return ()
         out = []
-        for k, rows in enumerate(self.groups):
-            rows = rows.to(result.own_rows.device)
-            if parent_rows is not None and bool((parent_rows[b, rows] > 0).any()):
-                continue
-            own = result.own_rows[b, rows]
-            j = int(own.argmax())
-            if not bool(own[j] > 0):
-                continue
-            r = int(rows[j])
+        for k in np.flatnonzero(fresh[b]):
+            rows = self.groups[k].to(result.own_rows.device)
+            r = int(rows[int(result.own_rows[b, rows].argmax())])
             nu = (torch.cat([d[b, r] for d in result.duals]).double().cpu().numpy()
-                  if result.duals else np.zeros(0))
-            out.append((k, self.row_weights[r], nu))
+                  if result.duals else np.zeros(0))  # a network without ReLUs
+            out.append((int(k), self.row_weights[r], nu))
         return tuple(out)
 
-    def _claims(self, result: BoundResult, b: int, parent_rows: torch.Tensor | None
+    def _claims(self, result: BoundResult, b: int, fresh: np.ndarray | None
                 ) -> tuple[int, ...]:
-        """Return the disjuncts that node b's own bounds exclude (and no ancestor's did)
-        when the bound has no stored proof (plain CROWN or interval rows)."""
-        if result.duals is not None or result.own_rows is None:
+        """Return node b's fresh exclusions when its bound has no stored proof (plain CROWN
+        or interval rows): the checker re-derives them at this node."""
+        if result.duals is not None or fresh is None:
             return ()
-        out = []
-        for k, rows in enumerate(self.groups):
-            rows = rows.to(result.own_rows.device)
-            if parent_rows is not None and bool((parent_rows[b, rows] > 0).any()):
-                continue
-            if bool((result.own_rows[b, rows] > 0).any()):
-                out.append(k)
-        return tuple(out)
+        return tuple(int(k) for k in np.flatnonzero(fresh[b]))
 
     def _interm_proofs(self, result: BoundResult
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
