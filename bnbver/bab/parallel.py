@@ -54,7 +54,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bnbver.bab.loop import BabOptions, Relay, leaves_bound, run_bab
+from bnbver.bab.loop import BabOptions, Relay, certify_options, leaves_bound, run_bab
 from bnbver.bab.node import Node
 from bnbver.bab.transfer import (
     LeafPack,
@@ -223,12 +223,13 @@ def run_parallel(network: Network, prop: Property, options: BabOptions, deadline
                  share: ShareOptions | None = None) -> Result:
     """Decide ``prop`` with ``options.jobs`` processes sharing the search (module docstring).
 
-    A run with certificates (``options.certify``) stays in this process: its proof is one
-    tree, built as the search grows.
+    A run with certificates stays in this process (``loop.certify_options``): its proof is
+    one tree, built as the search grows.
     """
     stats = stats if stats is not None else Stats()
     share = share or ShareOptions()
-    jobs = 1 if options.certify != "off" else resolve_jobs(options.jobs, options.device)
+    options = certify_options(options)
+    jobs = resolve_jobs(options.jobs, options.device)
     solo = replace(options, jobs=1)
     if jobs <= 1:
         return run_bab(network, prop, solo, deadline, stats, seed)
