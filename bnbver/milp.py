@@ -77,7 +77,7 @@ from bnbver.errors import InputError
 from bnbver.lp.highs import HighsOptions, WarmLp, solve, write_model
 from bnbver.lp.intervals import affine_interval
 from bnbver.lp.model import LinearProgram, LpSolution, LpStatus
-from bnbver.lp.numerics import solver_safe
+from bnbver.lp.numerics import MARGIN, solver_safe
 from bnbver.lp.relaxation import (
     AffineSource,
     Bounds,
@@ -533,8 +533,9 @@ def decide_milp(
     its first feasible point, and that point's input is checked by a float64 forward pass;
     if the check fails the disjunct is re-solved to optimality (the most violating point).
     The solver sees the relaxation of :func:`~bnbver.lp.numerics.solver_safe` (no silently
-    dropped coefficients), and its "infeasible" counts only when that model passed the
-    numerical preconditions; otherwise the disjunct stays undecided.
+    dropped coefficients, every row widened by a margin), and its "infeasible" counts only
+    when that model passed the numerical preconditions; otherwise the disjunct stays
+    undecided.
     """
     deadline = time.monotonic() + time_limit
     node_prop = Property(box or prop.box, prop.unsafe, prop.name)
@@ -543,7 +544,7 @@ def decide_milp(
     for k in range(len(prop.unsafe.disjuncts)):
         model = build_milp(network, node_prop, bounds, splits, formulation, disjunct=k,
                            unsafe_slack=MILP_UNSAT_SLACK)
-        safe = solver_safe(model.lp)
+        safe = solver_safe(model.lp, MARGIN)
         model = replace(model, lp=safe.lp)
         for first in (True, False):
             left = deadline - time.monotonic()
@@ -556,19 +557,11 @@ def decide_milp(
             if sol.status is LpStatus.INFEASIBLE or sol.x is None:
                 break
         # "Infeasible" is the solver's word: it closes the node only on a model that passed
-        # the numerical preconditions and that a second solve without presolve confirms (an
-        # empty node by our own bounds always does).
-        proven = model.infeasible or (sol.status is LpStatus.INFEASIBLE and safe.trusted
-                                      and _confirmed_infeasible(model, deadline, threads))
+        # the numerical preconditions, whose rows carry a margin far above the solver's
+        # tolerances (an empty node by our own bounds always closes).
+        proven = model.infeasible or (sol.status is LpStatus.INFEASIBLE and safe.trusted)
         unknown |= not proven
     return MilpVerdict(Status.UNKNOWN if unknown else Status.HOLDS, None, tuple(sols))
-
-
-def _confirmed_infeasible(model: MilpModel, deadline: float, threads: int) -> bool:
-    """Re-solve without presolve; True when that also finds the model infeasible."""
-    left = max(deadline - time.monotonic(), 1.0)
-    opts = HighsOptions(time_limit=left, threads=threads, first_solution=True, presolve=False)
-    return solve(model.lp, opts).status is LpStatus.INFEASIBLE
 
 
 # ------------------------------------------------------------------- export: one file, headers

@@ -205,3 +205,38 @@ def test_issue_15_outward_cast_contains_the_float64_interval() -> None:
     hi64 = lo64 + torch.tensor(rng.random(1000) * 1e-9)
     lo, hi = outward(lo64, hi64, torch.float32)
     assert bool((lo.double() <= lo64).all() and (hi.double() >= hi64).all())
+
+
+def test_issue_15_milp_margin_alone_keeps_the_presolve_case(monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    """The presolve case of the fuzzer with the narrow-column precondition switched off: the
+    rows' margin alone keeps HiGHS from calling the feasible MILP infeasible (without it,
+    and without the precondition, the answer was a wrong unsat)."""
+    from bnbver.lp import numerics
+
+    monkeypatch.setattr(numerics, "MIN_WIDTH", 0.0)
+    network = load_network(DATA / "narrow_presolve.onnx")
+    props = load_properties(DATA / "narrow_presolve.vnnlib", network)
+    res = verify(network, props, VerifierOptions.from_kwargs(
+        timeout=10, precision="float32", split="relu", branching="babsr"))
+    assert res.status is not Status.HOLDS
+
+
+def test_issue_15_margin_contains_each_feasible_point_with_room() -> None:
+    """Every point of the original rows satisfies the widened rows with the margin to spare."""
+    import scipy.sparse as sp
+
+    from bnbver.lp.model import LinearProgram
+    from bnbver.lp.numerics import MARGIN, solver_safe
+
+    rng = np.random.default_rng(3)
+    A = rng.normal(size=(20, 6)) * 10.0 ** rng.integers(-3, 3, size=(20, 1))
+    x = rng.uniform(-2, 2, size=(200, 6))
+    act = x @ A.T
+    lo, hi = act.min(axis=0), act.max(axis=0)
+    lp = LinearProgram(c=np.zeros(6), A=sp.csr_matrix(A), row_lower=lo, row_upper=hi,
+                       col_lower=np.full(6, -2.0), col_upper=np.full(6, 2.0))
+    safe = solver_safe(lp, MARGIN).lp
+    scaled = x @ safe.A.toarray().T
+    assert np.all(scaled - safe.row_lower >= 0.5 * MARGIN)
+    assert np.all(safe.row_upper - scaled >= 0.5 * MARGIN)

@@ -17,8 +17,10 @@ node, the model goes through :func:`solver_safe`:
    magnitude, every column that is not fixed is at least ``MIN_WIDTH`` wide relative to its
    magnitude, and every finite row bound is at most ``MAX_RHS`` after scaling (beyond them,
    the solver's tolerances are no longer small against the numbers it compares);
-4. the caller confirms an "infeasible" by a second solve without presolve
-   (``bnbver.milp.decide_milp``).
+4. for a feasibility claim (``bnbver.milp.decide_milp``), every finite row bound is moved
+   outwards by ``MARGIN`` times the row's activity scale, so
+   that each point of the original program is feasible with room to spare in the solver's
+   program: a presolve reduction that errs by a tolerance (1e-9 to 1e-7) cannot remove it.
 
 Nothing here is a proof: it is the checked, logged precondition that the soundness rule asks
 of the claims no float64 check can certify; a model that fails it leaves the node open.
@@ -42,6 +44,8 @@ DROP = 1e-7
 MAX_BOUND = 1e7
 #: Largest finite row bound magnitude (after scaling) at which a claim is trusted.
 MAX_RHS = 1e9
+#: Outward move of every row bound, relative to the row's activity scale.
+MARGIN = 1e-6
 #: Smallest relative width of a column that is not fixed: below it the solver's tolerances
 #: (1e-7 to 1e-9) are no longer small against the range it reasons about, and its presolve
 #: was seen to declare a feasible model infeasible (a box 1.5e-6 wide around 0.96).
@@ -66,8 +70,12 @@ class SafeProgram:
     dropped: int
 
 
-def solver_safe(lp: LinearProgram) -> SafeProgram:
-    """Return the scaled, tiny-coefficient-free relaxation of ``lp`` and the precondition."""
+def solver_safe(lp: LinearProgram, margin: float = 0.0) -> SafeProgram:
+    r"""Return the scaled, tiny-coefficient-free relaxation of ``lp`` and the precondition.
+
+    With ``margin`` > 0 every finite row bound is moved outwards by ``margin`` times the
+    row's activity scale :math:`1 + \sum_j |a_{ij}| \max |x_j|` (see :data:`MARGIN`).
+    """
     A = sp.csr_matrix(lp.A, dtype=np.float64, copy=True)
     scale = _row_scale(A)
     A = sp.csr_matrix(sp.diags(scale) @ A)
@@ -85,11 +93,23 @@ def solver_safe(lp: LinearProgram) -> SafeProgram:
             row_hi = np.where(np.isfinite(row_hi), np.nextafter(row_hi + spill, np.inf), row_hi)
         A.data[small] = 0.0
         A.eliminate_zeros()
+    if margin > 0:
+        row_lo, row_hi = _widen_rows(A, row_lo, row_hi, xmax, margin)
     safe = replace(lp, A=A, row_lower=row_lo, row_upper=row_hi)
     reason = _precondition(safe, xmax)
     if reason:
         log.info("solver claims on this model are not trusted: %s", reason)
     return SafeProgram(safe, not reason, reason, int(small.sum()))
+
+
+def _widen_rows(A: sp.csr_matrix, lo: np.ndarray, hi: np.ndarray, xmax: np.ndarray,
+                margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """Move finite row bounds outwards by ``margin`` times each row's activity scale."""
+    scale = 1.0 + np.asarray(abs(A) @ np.where(np.isfinite(xmax), xmax, 0.0)).reshape(-1)
+    pad = np.nextafter(margin * scale, np.inf)
+    with np.errstate(invalid="ignore"):
+        return (np.where(np.isfinite(lo), np.nextafter(lo - pad, -np.inf), lo),
+                np.where(np.isfinite(hi), np.nextafter(hi + pad, np.inf), hi))
 
 
 def _row_scale(A: sp.csr_matrix) -> np.ndarray:
