@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bnbver.cli import main
+from bnbver.commands.common import code_version
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,6 +41,7 @@ def test_run_suite_rows_and_errors(tmp_path: Path, examples_dir: Path,
     assert [r["result"] for r in rows] == ["unsat", "error", "sat"]
     assert rows[0]["correct"] == "ok" and rows[2]["correct"] == "ok"
     assert "no such file" in rows[1]["message"]
+    assert all(r["commit"] == code_version() != "" for r in rows)  # what made each row
     assert "[3/3]" in capsys.readouterr().err
 
 

@@ -123,3 +123,22 @@ def read_rows(out: Path, fields: list[str]) -> list[dict[str, str]]:
             raise InputError(str(out), f"--resume: expected the columns {','.join(fields)}, "
                              f"found {','.join(reader.fieldnames or [])}")
         return list(reader)
+
+
+def code_version() -> str:
+    """Return the commit bnbver runs from (``+dirty`` with uncommitted changes to tracked
+    files), or its version when it is not a git checkout: what a results row was made by."""
+    import subprocess
+
+    from bnbver import __version__
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=True)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

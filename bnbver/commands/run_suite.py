@@ -2,9 +2,10 @@
 
 Rows are flushed as instances finish (``instance`` = onnx and vnnlib paths, ``result``,
 ``seconds``, ``nodes``, plus ``expected`` and ``correct`` when an expected.csv sits next to the
-instances file). One bad instance (a file that does not load, an internal error) becomes an
-``error`` row; the suite never stops on it. ``--resume`` keeps the rows already in ``--out``
-and runs only the instances that have none (a long run cut short goes on where it stopped).
+instances file, and the ``commit`` that produced the row). One bad instance (a file that does
+not load, an internal error) becomes an ``error`` row; the suite never stops on it.
+``--resume`` keeps the rows already in ``--out`` and runs only the instances that have none
+(a long run cut short goes on where it stopped).
 """
 
 from __future__ import annotations
@@ -18,11 +19,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bnbver.commands.common import check_positive, check_writable, quiet, read_rows
+from bnbver.commands.common import (
+    check_positive,
+    check_writable,
+    code_version,
+    quiet,
+    read_rows,
+)
 from bnbver.errors import InputError
 from bnbver.progress import Progress
 
-FIELDS = ["onnx", "vnnlib", "result", "seconds", "nodes", "expected", "correct", "message"]
+FIELDS = ["onnx", "vnnlib", "result", "seconds", "nodes", "expected", "correct", "commit",
+          "message"]
 
 
 @dataclass(frozen=True)
@@ -156,7 +164,9 @@ def run(args: argparse.Namespace) -> int:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         if not kept:
             writer.writeheader()
+        commit = code_version()
         for row in _run_all(todo, args):
+            row["commit"] = commit
             row["expected"] = expected.get((row["onnx"], row["vnnlib"]), "")
             wrong = _count(counts, row)
             writer.writerow(row)
