@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -190,3 +191,39 @@ def test_seeded_beta_starts_a_child_at_its_parents_bound(seed: int, depth: int,
                         BoundsOptions(method="beta", iterations=0))
     assert bool((first.row_lower >= res.row_lower - 1e-9).all())
     check_sound(net_ir, C, d, [child], first, seed)
+
+
+@pytest.mark.parametrize("seed", [0, 10])
+def test_proven_nodes_leave_the_optimisation(seed: int, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """Nodes proven during the optimisation are cut out of it: the others' bounds are those
+    of the uncut run, the proven ones stay proven, all are sound (nodes of growing boxes around
+    a safe centre, so some are proven early and some never)."""
+    from bnbver.bounds import optimize as opt_mod
+
+    net_ir = dense_net(seed, 4, 10, 2, 3)
+    C, d = random_spec(seed, 3, 2)
+    c = np.random.default_rng(seed).normal(size=4) * 0.5
+    d = d + np.minimum(net_ir.forward(c[None])[0] @ C.T - d, 0) - 0.5
+    net = prepare(net_ir, C, d)
+    nodes = [Node(c - 0.02 * 1.25 ** i, c + 0.02 * 1.25 ** i,
+                  splits_through(net_ir, c, 2, seed + i), c) for i in range(24)]
+    cuts: list[int] = []
+    take = opt_mod._Part.take
+
+    def spy(part: opt_mod._Part, keep: torch.Tensor) -> opt_mod._Part:
+        cuts.append(part.lo.shape[0] - keep.numel())
+        return take(part, keep)
+
+    monkeypatch.setattr(opt_mod._Part, "take", spy)
+    cut = bound_batch(net, make_batch(nodes), BETA)
+    assert cuts and sum(cuts) > 0
+    monkeypatch.setattr(opt_mod, "CUT_SHARE", 2.0)  # never cut
+    n_cuts = len(cuts)
+    whole = bound_batch(net, make_batch(nodes), BETA)
+    assert len(cuts) == n_cuts
+    open_ = (whole.row_lower <= 0).any(dim=1)
+    assert 0 < int(open_.sum()) < len(nodes)
+    assert torch.equal((cut.row_lower > 0).all(dim=1), ~open_)
+    assert torch.allclose(cut.row_lower[open_], whole.row_lower[open_], rtol=1e-12, atol=0)
+    check_sound(net_ir, C, d, nodes, cut, seed)

@@ -47,3 +47,25 @@ class Adam:
                     p.sub_(lr * (m / c1) / ((v / c2).sqrt() + self.eps))
                     p.grad = None
         self.groups = [(params, lr * self.decay) for params, lr in self.groups]
+
+    def take(self, keep: Tensor) -> dict[int, Tensor]:
+        """Keep the entries ``keep`` (along dim 0) of every tensor and of its moments.
+
+        The kept entries become new leaf tensors (what the caller optimises from now on);
+        returns ``{id(old): new}``. Each entry's update depends on its own gradient and
+        moments only, so the kept entries follow the same path as without the cut.
+        """
+        mapping: dict[int, Tensor] = {}
+        groups = []
+        for params, lr in self.groups:
+            new = []
+            for p in params:
+                q = p.detach()[keep].clone().requires_grad_(True)
+                for moments in (self.m, self.v):
+                    if id(p) in moments:
+                        moments[id(q)] = moments.pop(id(p))[keep]
+                mapping[id(p)] = q
+                new.append(q)
+            groups.append((new, lr))
+        self.groups = groups
+        return mapping

@@ -573,20 +573,26 @@ def _relu_coefficients(net: BoundedNetwork, inter: Intermediate, best: Optimized
                        rows: Tensor) -> tuple[Tensor, ...]:
     """Return per ReLU layer (B, n_l) coefficients of the ReLU outputs in the worst row's bound.
 
-    One backward pass with the final alpha/beta (CROWN's slopes without them) records the
-    coefficient that multiplies each ReLU layer's output.
+    One backward pass of each node's worst row alone, with its final alpha/beta (CROWN's
+    slopes without them), records the coefficient that multiplies each ReLU layer's output.
     """
     start, lin0 = final_start(net, inter.errs)
-    record: list[Tensor | None] = [None] * len(net.relu_slots)
-    backward(net, start, lin0, inter.relax, inter.errs,
-             None if best is None else list(best.alpha),
-             None if best is None or best.beta is None else list(best.beta), record)
     n = rows.shape[0]
     pick = torch.arange(n, device=rows.device), rows.argmin(dim=1)
+
+    def worst(t: Tensor) -> Tensor:
+        return t.expand(n, *t.shape[1:])[pick].unsqueeze(1)
+
+    lin = Linear(worst(lin0.a), worst(lin0.bias), worst(lin0.err))
+    record: list[Tensor | None] = [None] * len(net.relu_slots)
+    backward(net, start, lin, inter.relax, inter.errs,
+             None if best is None else [worst(t) for t in best.alpha],
+             None if best is None or best.beta is None
+             else [None if t is None else worst(t) for t in best.beta], record)
     out = []
     for r in record:
         assert r is not None
-        out.append(r.expand(n, -1, -1)[pick].detach())
+        out.append(r.expand(n, -1, -1)[:, 0].detach())
     return tuple(out)
 
 

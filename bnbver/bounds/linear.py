@@ -55,7 +55,7 @@ bound is currently expressed in, ``n_in`` the network input size.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -102,6 +102,8 @@ class ReluRelax:
         chord: the chord slope of the parent's (unclamped) bounds where they straddle 0, for
             seeding the multipliers of freshly split neurons.
         gamma: the relative error factor of this layer's terms.
+        memo: the columns :func:`relu_backward` derives from these fields and the error
+            vector it is given (the same at every step of an optimisation: built once).
     """
 
     lower_fixed: Tensor
@@ -116,6 +118,7 @@ class ReluRelax:
     split_box: Tensor
     chord: Tensor
     gamma: float
+    memo: dict[str, Tensor | None] = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,9 +262,7 @@ def relu_backward(lin: Linear, rx: ReluRelax, unit: float, alpha: Tensor | None 
     neg = a.clamp(max=0)
     slope = rx.lower_crown if alpha is None else rx.lower_fixed + rx.unstable * alpha
     nu = torch.addcmul(a * slope, neg, rx.upper_slope - slope)
-    # One column for both error terms: gamma |mu| . m + |mu| . v = gamma |mu| . (m + v / gamma).
-    cols = rx.icpt_mag if v_prev is None else torch.stack(
-        [rx.icpt_mag[:, :, 0], rx.icpt_mag[:, :, 1] + v_prev / rx.gamma], 2)
+    cols, lo_m, wid_m = _columns(rx, v_prev)
     parts = torch.matmul(neg, cols)
     abs_a = torch.matmul(a.detach(), cols[:, :, 1:]) - 2.0 * parts[..., 1:].detach()
     bias, err = _add(lin.bias, lin.err, parts[..., 0], unit)
@@ -271,14 +272,32 @@ def relu_backward(lin: Linear, rx: ReluRelax, unit: float, alpha: Tensor | None 
         nu = nu - bs
         # sum_j min(bs_j l_j, bs_j u_j) = bs . l + min(bs, 0) . (u - l), and
         # |bs| . m = bs . m - 2 min(bs, 0) . m, in two products.
-        lo_m = torch.cat([rx.split_box[:, :, :1], cols[:, :, 1:]], 2)
-        wid_m = torch.cat([rx.split_box[:, :, 1:], cols[:, :, 1:]], 2)
+        assert lo_m is not None and wid_m is not None
         p_all = torch.matmul(bs, lo_m)
         p_neg = torch.matmul(bs.clamp(max=0), wid_m)
         bias, err = _add(bias, err, p_all[..., 0] + p_neg[..., 0], unit)
         abs_bs = p_all[..., 1].detach() - 2.0 * p_neg[..., 1].detach()
         err = err + rx.gamma * abs_bs
     return Linear(nu, bias, err)
+
+
+def _columns(rx: ReluRelax, v_prev: Tensor | None
+             ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """Return the right-hand columns of :func:`relu_backward`'s products (memoised in ``rx``
+    per error vector): ``cols`` (B, n_l, 2), the intercepts and one column for both error
+    terms (``gamma |mu| . m + |mu| . v = gamma |mu| . (m + v / gamma)``), and, with splits,
+    the split boxes' ``l`` and ``u - l`` each beside the magnitudes (B, n_l, 2)."""
+    memo = rx.memo
+    if "cols" in memo and memo["v"] is v_prev:
+        return memo["cols"], memo["lo_m"], memo["wid_m"]  # type: ignore[return-value]
+    cols = rx.icpt_mag if v_prev is None else torch.stack(
+        [rx.icpt_mag[:, :, 0], rx.icpt_mag[:, :, 1] + v_prev / rx.gamma], 2)
+    lo_m = wid_m = None
+    if rx.sign is not None:
+        lo_m = torch.cat([rx.split_box[:, :, :1], cols[:, :, 1:]], 2)
+        wid_m = torch.cat([rx.split_box[:, :, 1:], cols[:, :, 1:]], 2)
+    memo.update(v=v_prev, cols=cols, lo_m=lo_m, wid_m=wid_m)
+    return cols, lo_m, wid_m
 
 
 def pool_backward(op: PoolOp, lin: Linear, px: PoolRelax, unit: float) -> Linear:

@@ -20,8 +20,8 @@ Shapes: B nodes, R rows, ``n_l`` ReLU layer sizes, ``n_in`` the input size.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 
 import torch
 from torch import Tensor
@@ -118,21 +118,76 @@ def optimize(net: BoundedNetwork, start: int, lin0: Linear, lo: Tensor, hi: Tens
         groups.append((betas, options.lr_beta))
     opt = Adam(groups, decay=options.lr_decay)
     best: _Best | None = None
+    part = _Part(None, lin0, lo, hi, relax, errs)
     for it in range(options.iterations + 1):
         with torch.enable_grad():
-            lin = backward(net, start, lin0, relax, errs, alpha, beta)
-            lb, const = concretize(net, lin, lo, hi)
+            lin = backward(net, start, part.lin0, part.relax, part.errs, alpha, beta)
+            lb, const = concretize(net, lin, part.lo, part.hi)
         with torch.no_grad():
             best = _Best.first(lb, lin, const, alpha, beta) if best is None else best.update(
-                lb, lin, const, alpha, beta)
+                lb, lin, const, alpha, beta, part.nodes)
         out_of_time = deadline is not None and time.monotonic() >= deadline
         if (it == options.iterations or bool((best.lower > 0).all()) or not lb.requires_grad
                 or out_of_time):
             break
         _step(opt, lb, alpha, betas)
+        keep = _still_open(lb)
+        if keep is not None:
+            part = part.take(keep)
+            new = opt.take(keep)
+            alpha = [new[id(t)] for t in alpha]
+            beta = None if beta is None else [None if t is None else new[id(t)] for t in beta]
+            betas = [t for t in beta or [] if t is not None]
     assert best is not None
     return Optimized(best.lower, tuple(best.alpha), None if beta is None else tuple(best.beta),
                      best.coeffs, best.const)
+
+
+#: Share of the nodes still optimised that must be proven before they are cut out.
+CUT_SHARE = 0.125
+
+
+def _still_open(lb: Tensor) -> Tensor | None:
+    """Return the positions of the nodes with an unproven row, when cutting out the others
+    pays (at least :data:`CUT_SHARE` of them are proven, and some node is not), else None."""
+    open_ = (lb.detach() <= 0).any(dim=1) | ~torch.isfinite(lb.detach()).all(dim=1)
+    n_open = int(open_.sum())
+    if n_open == 0 or (lb.shape[0] - n_open) < CUT_SHARE * lb.shape[0]:
+        return None
+    return open_.nonzero().flatten()
+
+
+@dataclass(frozen=True, eq=False)
+class _Part:
+    """The nodes an optimisation still works on: ``nodes`` (positions in the whole batch;
+    None: all of it) and their slices of everything with a node dimension."""
+
+    nodes: Tensor | None
+    lin0: Linear
+    lo: Tensor
+    hi: Tensor
+    relax: Sequence[Relax]
+    errs: ErrorVectors
+
+    def take(self, keep: Tensor) -> _Part:
+        """Return the part of the nodes at positions ``keep`` (of this part)."""
+        b = self.lo.shape[0]
+
+        def cut(t: Tensor) -> Tensor:
+            return t[keep] if t.dim() > 0 and t.shape[0] == b else t
+
+        return _Part(keep if self.nodes is None else self.nodes[keep],
+                     Linear(cut(self.lin0.a), cut(self.lin0.bias), cut(self.lin0.err)),
+                     self.lo[keep], self.hi[keep],
+                     [_cut_relax(rx, cut) for rx in self.relax],
+                     [None if e is None else cut(e) for e in self.errs])
+
+
+def _cut_relax(rx: Relax, cut: Callable[[Tensor], Tensor]) -> Relax:
+    """Return ``rx`` with every node-indexed tensor cut (a fresh memo)."""
+    values = {f.name: getattr(rx, f.name) for f in fields(rx) if f.name != "memo"}
+    return type(rx)(**{k: cut(v) if isinstance(v, Tensor) else v  # type: ignore[arg-type]
+                       for k, v in values.items()})
 
 
 @dataclass(frozen=True, eq=False)
@@ -154,7 +209,26 @@ class _Best:
                      [None if t is None else t.detach().clone() for t in beta or []])
 
     def update(self, lb: Tensor, lin: Linear, const: Tensor, alpha: Sequence[Tensor],
-               beta: Sequence[Tensor | None] | None) -> _Best:
+               beta: Sequence[Tensor | None] | None, nodes: Tensor | None = None) -> _Best:
+        """Return the best of this and an iterate of the nodes at ``nodes`` (None: all)."""
+        if nodes is None:
+            return self._update(lb, lin, const, alpha, beta)
+        sub = _Best(self.lower[nodes], self.coeffs[nodes], self.const[nodes],
+                    [t[nodes] for t in self.alpha],
+                    [None if t is None else t[nodes] for t in self.beta])
+        sub = sub._update(lb, lin, const, alpha, beta)
+
+        def put(full: Tensor, part: Tensor) -> Tensor:
+            return full.index_copy(0, nodes, part)
+
+        return _Best(put(self.lower, sub.lower), put(self.coeffs, sub.coeffs),
+                     put(self.const, sub.const),
+                     [put(f, p) for f, p in zip(self.alpha, sub.alpha, strict=True)],
+                     [None if f is None or p is None else put(f, p)
+                      for f, p in zip(self.beta, sub.beta, strict=True)])
+
+    def _update(self, lb: Tensor, lin: Linear, const: Tensor, alpha: Sequence[Tensor],
+                beta: Sequence[Tensor | None] | None) -> _Best:
         better = lb.detach() > self.lower
         coeffs = lin.a.detach().expand(lb.shape[0], -1, -1)
         return _Best(
