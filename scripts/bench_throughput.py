@@ -77,13 +77,18 @@ def parse_arm(text: str) -> tuple[str, Path, dict[str, str]]:
     return name, root, options
 
 
-def instances(suite: str, limit: int) -> list[tuple[str, str]]:
-    """Return the first ``limit`` (onnx, vnnlib) pairs of a suite under ../shared."""
+def instances(suite: str, limit: int, match: str = "") -> list[tuple[str, str]]:
+    """Return the first ``limit`` (onnx, vnnlib) pairs of a suite under ../shared whose
+    paths contain one of the comma-separated strings of ``match`` (all without one)."""
     path = SHARED / suite / "instances.csv"
     if not path.is_file():
         raise ScriptError(f"{path}: no such file (the suites live in ../shared/benchmarks)")
     with path.open() as fh:
         rows = [r for r in csv.reader(fh) if r and not r[0].startswith("#")]
+    keys = [k for k in match.split(",") if k]
+    rows = [r for r in rows if not keys or any(k in f"{r[0]},{r[1]}" for k in keys)]
+    if not rows:
+        raise ScriptError(f"{path}: no instance matches --filter {match!r}")
     return [(str(path.parent / r[0]), str(path.parent / r[1])) for r in rows[:limit]]
 
 
@@ -142,6 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--suite", default="oval21", help="a suite of ../shared/benchmarks")
     ap.add_argument("--limit", type=int, default=6, help="its first instances")
+    ap.add_argument("--filter", default="", help="only instances whose paths contain one "
+                    "of these comma-separated strings")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per run")
     ap.add_argument("--arm", action="append", default=[],
                     help="name=checkout[:option=value,...] (repeatable; default: this one)")
@@ -157,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise ScriptError(f"{path}: the bundled example is missing")
         args.timeout, args.out = 2.0, None
     else:
-        pairs = instances(args.suite, args.limit)
+        pairs = instances(args.suite, args.limit, args.filter)
     rows: list[dict[str, object]] = []
     for onnx, vnnlib in pairs:
         for name, root, options in arms:
