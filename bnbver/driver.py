@@ -173,6 +173,8 @@ def validate_bab_options(bab: Any) -> None:
         raise InputError("attack_nodes/attack_share",
                          f"need attack_nodes >= 0 and 0 <= attack_share <= 1, got "
                          f"{bab.attack_nodes} and {bab.attack_share}")
+    if bab.nogood_learn < 0:
+        raise InputError("nogood_learn", f"must be >= 0, got {bab.nogood_learn}")
 
 
 def validate_device(device: str) -> None:

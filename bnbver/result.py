@@ -106,6 +106,8 @@ class Stats:
     milp_calls: int = 0
     seconds_by_phase: dict[str, float] = field(default_factory=dict)
     lower_bound_trace: list[tuple[float, float]] = field(default_factory=list)
+    #: named event counts of optional parts of the search (e.g. nogoods learned / closed)
+    counts: dict[str, int] = field(default_factory=dict)
 
     def add_time(self, phase: str, seconds: float) -> None:
         """Accumulate ``seconds`` under ``phase``."""
@@ -230,7 +232,8 @@ def result_to_dict(result: Result) -> dict[str, Any]:
         "stats": {"nodes": s.nodes, "max_depth": s.max_depth, "bound_calls": s.bound_calls,
                   "lp_calls": s.lp_calls, "milp_calls": s.milp_calls,
                   "seconds_by_phase": dict(s.seconds_by_phase),
-                  "lower_bound_trace": [[t, _num(v)] for t, v in s.lower_bound_trace]},
+                  "lower_bound_trace": [[t, _num(v)] for t, v in s.lower_bound_trace],
+                  "counts": dict(s.counts)},
     }
 
 
@@ -253,7 +256,8 @@ def result_from_dict(data: dict[str, Any]) -> Result:
         stats = Stats(int(st["nodes"]), int(st["max_depth"]), int(st["bound_calls"]),
                       int(st["lp_calls"]), int(st["milp_calls"]),
                       {str(k): float(v) for k, v in st["seconds_by_phase"].items()},
-                      [(float(t), _float(v)) for t, v in st["lower_bound_trace"]])
+                      [(float(t), _float(v)) for t, v in st["lower_bound_trace"]],
+                      {str(k): int(v) for k, v in st.get("counts", {}).items()})
         lb = data["lower_bound"]
         return Result(
             Status(data["status"]), cex, None, stats, float(data["wall_time"]),

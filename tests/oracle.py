@@ -18,12 +18,17 @@ def _dense_layers(net) -> list[tuple[np.ndarray, np.ndarray]]:  # type: ignore[n
 
 
 def max_linear_output(net, c: np.ndarray, lower: np.ndarray,  # type: ignore[no-untyped-def]
-                      upper: np.ndarray) -> tuple[float, np.ndarray]:
-    """Return (max over the box of c . f(x), an argmax) for a Dense/ReLU network."""
+                      upper: np.ndarray,
+                      fixed: dict[int, int] | None = None) -> tuple[float, np.ndarray]:
+    """Return (max over the box of c . f(x), an argmax) for a Dense/ReLU network; with
+    ``fixed`` ({flat ReLU index: 1 active / 0 inactive}) only over the inputs where those
+    neurons take those phases (-inf when there is none)."""
     layers = _dense_layers(net)
     sizes = [w.shape[0] for w, _ in layers[:-1]]
     best, arg = -np.inf, lower
     for pattern in itertools.product([0, 1], repeat=sum(sizes)):
+        if fixed and any(pattern[i] != v for i, v in fixed.items()):
+            continue
         M, v = np.eye(lower.size), np.zeros(lower.size)
         rows, rhs = [], []
         pos = 0

@@ -26,6 +26,7 @@ import torch
 
 from bnbver.bab.branching import BranchContext, uses_relu_coeffs
 from bnbver.bab.node import Node
+from bnbver.bab.nogoods import Nogoods, zero_multiplier_splits
 from bnbver.bounds import (
     BoundResult,
     BoundsOptions,
@@ -291,6 +292,13 @@ class NodeBounder:
                                           dtype=self.dtype, device=self.device)
         self._disj = torch.as_tensor(self.row_disjunct, device=self.device)
         self._last_gather: tuple[tuple[int, ...], NodeState] | None = None
+        # Inferred cuts (bab.nogoods): learned from proven children, re-bounded from the
+        # root's state; a certified search keeps only what its certificate can show.
+        use_nogoods = kind == "relu" and getattr(options, "nogoods", False) and not certify
+        self.nogoods = Nogoods(self.net.relu_sizes, device=self.device) if use_nogoods else None
+        self.nogood_learn = int(getattr(options, "nogood_learn", 64))
+        self.nogood_counts = {"learned": 0, "closed": 0, "implied": 0}
+        self._root: tuple[NodeBatch, NodeState, SplitSet] | None = None
 
     # ------------------------------------------------------------------ bounding
     def bound_root(self, lower: np.ndarray, upper: np.ndarray,
@@ -308,6 +316,7 @@ class NodeBounder:
                       for m in split_masks([splits], self.net.relu_sizes))
         batch = NodeBatch(*self._box_tensors(*box), masks, None)
         result = self._root_bounds(batch, deadline)
+        self._root = (batch, result.state, splits)
         root = self._children(box, batch, result, [splits], self.root_opts.method)[0]
         mode = getattr(self.options, "tighten", "none")
         tighten_end = time.monotonic() + getattr(self.options, "tighten_time", 30.0)
@@ -322,6 +331,7 @@ class NodeBounder:
                 continue
             batch = NodeBatch(batch.lower, batch.upper, masks, state)
             result = bound_batch(self.net, batch, self.root_opts, deadline)
+            self._root = (batch, result.state, splits)
             root = self._children(box, batch, result, [splits],
                                   f"{self.root_opts.method}+{mode}")[0]
         return root
@@ -411,8 +421,59 @@ class NodeBounder:
         """
         box, batch, splits = (self._relu_children(parents, decisions) if self.kind == "relu"
                               else self._input_children(parents, decisions))
+        safe = self._apply_nogoods(batch, splits)
         result = bound_batch(self.net, batch, self.child_opts, deadline)
-        return self._children(box, batch, result, splits, self.child_opts.method)
+        children = self._children(box, batch, result, splits, self.child_opts.method)
+        if self.nogoods is None:
+            return children
+        self._learn_nogoods(children, result, deadline)
+        self.nogood_counts["closed"] += int(safe.sum())
+        return [replace(c, lower_bound=float("inf"), infeasible=False, method="nogood",
+                        state=None) if bool(safe[i]) else c for i, c in enumerate(children)]
+
+    # ------------------------------------------------------------------ inferred cuts
+    def _apply_nogoods(self, batch: NodeBatch, splits: list[SplitSet]) -> torch.Tensor:
+        """Close the children a nogood covers and give the others their implied splits (in
+        place, in the masks of ``batch`` and in ``splits``); return the closed ones (B,)."""
+        if self.nogoods is None or not len(self.nogoods):
+            return torch.zeros(batch.batch_size, dtype=torch.bool)
+        safe, implied = self.nogoods.match(batch.splits)
+        for node, sp in implied:
+            batch.splits[sp.layer][node, sp.unit] = 1 if sp.active else -1
+            splits[node] = splits[node].with_split(sp)
+        self.nogood_counts["implied"] += len(implied)
+        return safe
+
+    def _learn_nogoods(self, children: list[BoundedChild], result: BoundResult,
+                       deadline: float | None) -> None:
+        """Learn nogoods from the children their bound proved: each one's splits without
+        those of zero multiplier, re-bounded from the root (at most ``nogood_learn`` per
+        round, the shortest first); the ones proven there are kept."""
+        if self.nogoods is None or self._root is None:
+            return
+        root_batch, root_state, root_splits = self._root
+        beta = result.state.beta
+        found: dict[SplitSet, None] = {}
+        for b, c in enumerate(children):
+            if c.infeasible or not c.lower_bound > 0 or c.method == "clip":
+                continue
+            cut = zero_multiplier_splits(c.splits, beta, b, keep=root_splits)
+            if len(root_splits) < len(cut) < len(c.splits) and cut not in self.nogoods:
+                found[cut] = None
+        todo = sorted(found, key=len)[: self.nogood_learn]
+        if not todo:
+            return
+        n = len(todo)
+        masks = tuple(torch.tensor(m, device=self.device)
+                      for m in split_masks(todo, self.net.relu_sizes))
+        zero = torch.zeros(n, dtype=torch.long, device=self.device)
+        batch = NodeBatch(root_batch.lower.index_select(0, zero),
+                          root_batch.upper.index_select(0, zero), masks, root_state.take(zero))
+        opts = replace(self.child_opts, relu_coeffs=False, row_linear=False)
+        res = bound_batch(self.net, batch, opts, deadline)
+        proven = (self._disjunct_bounds(res.row_lower).min(dim=1).values > 0) | res.infeasible
+        self.nogood_counts["learned"] += self.nogoods.add(
+            s for s, ok in zip(todo, proven.tolist(), strict=True) if ok)
 
     def _gathered(self, parents: list[Node]) -> NodeState:
         """Return the parents' stacked states; the branching step and the bounding step of

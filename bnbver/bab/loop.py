@@ -108,6 +108,12 @@ class BabOptions:
             leaves closed by a MILP are marked uncertified) or "strict" (no MILP closes a
             node: they are branched further, so every leaf is certified). See
             :func:`certify_options` for what a certified run changes.
+        nogoods: with ReLU splits, learn inferred cuts from proven children and use them on
+            the others (:mod:`bnbver.bab.nogoods`: a child a nogood covers is closed, one it
+            covers but for one free neuron takes that neuron's other phase); off in a
+            certified search.
+        nogood_learn: children per round whose reduced split sets are re-bounded from the
+            root to learn nogoods.
     """
 
     split: str = "auto"
@@ -140,6 +146,8 @@ class BabOptions:
     attack_nodes: int = 64
     attack_share: float = 0.1
     certify: str = "off"
+    nogoods: bool = False
+    nogood_learn: int = 64
 
 
 @dataclass
@@ -319,10 +327,13 @@ def _search(s: _Search) -> Result:
     outcome = _start(s)
     if outcome is not None:
         return outcome
-    round_time = 0.0
+    round_time = per_parent = 0.0
     while len(s.frontier):
-        # Do not start a round that would likely end past the deadline.
-        if time.monotonic() + round_time >= s.deadline:
+        # A round that would likely end past the deadline gets only the parents that fit
+        # (rounds through a large network take a good share of a time limit); none fit: stop.
+        size = _batch_that_fits(s.options.batch_size, s.deadline - time.monotonic(),
+                                round_time, per_parent)
+        if size == 0:
             return _timeout(s)
         if s.should_stop is not None and s.should_stop():
             return Result(Status.UNKNOWN, stats=s.stats, message="cancelled")
@@ -332,8 +343,11 @@ def _search(s: _Search) -> Result:
                 len(s.frontier)):
             return _split_off(s)
         t0 = time.monotonic()
-        outcome = _round(s)
-        round_time = max(round_time * 0.8, time.monotonic() - t0)
+        popped = min(size, len(s.frontier))
+        outcome = _round(s, size)
+        took = time.monotonic() - t0
+        round_time = max(round_time * 0.8, took)
+        per_parent = max(per_parent * 0.8, took / popped)
         if outcome is not None:
             return outcome
         _trace(s)
@@ -367,9 +381,21 @@ def _start(s: _Search) -> Result | None:
     return _prune(s, [root], [None])
 
 
-def _round(s: _Search) -> Result | None:
+def _batch_that_fits(batch_size: int, left: float, round_time: float,
+                     per_parent: float) -> int:
+    """Return how many parents the next round may pop: all ``batch_size`` when the last
+    round's time ``round_time`` fits in the ``left`` seconds, else as many as fit at
+    ``per_parent`` seconds each with a 30 % margin (0: stop)."""
+    if left <= 0:
+        return 0
+    if round_time < left or per_parent <= 0:
+        return batch_size
+    return min(batch_size, int(0.7 * left / per_parent))
+
+
+def _round(s: _Search, batch_size: int) -> Result | None:
     """One BaB round: pop a batch -> branch -> bound children -> prune -> push."""
-    parents = s.frontier.pop_batch(s.options.batch_size)
+    parents = s.frontier.pop_batch(batch_size)
     cex = _attack_parents(s, parents)
     if cex is not None:
         return cex
@@ -381,6 +407,8 @@ def _round(s: _Search) -> Result | None:
     children = s.bounder.bound_children(parents, decisions, s.deadline)
     s.stats.bound_calls += 1
     s.stats.add_time("bounds", time.monotonic() - t0)
+    if s.bounder.nogoods is not None:
+        s.stats.counts.update({f"nogoods_{k}": v for k, v in s.bounder.nogood_counts.items()})
     made: list[list[object] | None] = [_decision(s, dec, side) for dec in decisions
                                         for side in (0, 1)]
     return _prune(s, children, [p for p in parents for _ in (0, 1)], made)

@@ -56,7 +56,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def summary(result: Result) -> str:
     """Return a one-line human summary of a result."""
     s = result.stats
-    phases = ", ".join(f"{k} {v:.2f}s" for k, v in s.seconds_by_phase.items())
+    phases = ", ".join([f"{k} {v:.2f}s" for k, v in s.seconds_by_phase.items()]
+                       + [f"{k} {v}" for k, v in s.counts.items()])
     return (f"{result.status.value} in {result.wall_time:.2f}s: {s.nodes} nodes, "
             f"depth {s.max_depth}, {s.bound_calls} bound calls, {s.lp_calls} LPs"
             + (f" [{phases}]" if phases else "")

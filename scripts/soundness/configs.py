@@ -3,9 +3,10 @@
 One configuration per registered branching heuristic and bounds precision
 (``<kind>-<heuristic>-<f32|f64>``: ``relu-babsr-f64``, ``input-gradient-smear-f32``, ...),
 plus root tightening (``lp``/``milp``), two parallel jobs, the search without LP/MILP
-leaves, other intermediate-bound modes, no input-box clipping, a near-disabled falsifier
-(so that the search itself must find the counterexamples), and the defaults. The heuristics
-come from ``bnbver.bab.branching.REGISTRY``, so a newly registered one is fuzzed too.
+leaves, inferred cuts (nogoods), other intermediate-bound modes, no input-box clipping, a
+near-disabled falsifier (so that the search itself must find the counterexamples), and the
+defaults. The heuristics come from ``bnbver.bab.branching.REGISTRY``, so a newly registered
+one is fuzzed too.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ def build_configs() -> dict[str, dict[str, Any]]:
     out["relu-crown-intermediate-f32"] = {"split": "relu", "relu_intermediate": "crown",
                                           "precision": "float32"}
     out["relu-tighten-milp-f32"] = {"split": "relu", "tighten": "milp", "precision": "float32"}
+    for prec in ("f64", "f32"):  # nogoods matter most when bounds alone close nodes
+        out[f"relu-nogoods-{prec}"] = {
+            "split": "relu", "nogoods": True, "milp_max_unstable": 0, "stall_rounds": 0,
+            "precision": "float64" if prec == "f64" else "float32", **NO_ATTACK}
     out["input-noclip"] = {"split": "input", "clip": False}
     out["input-crown-intermediate"] = {"split": "input", "input_intermediate": "crown"}
     out["input-forward-f32"] = {"split": "input", "input_intermediate": "forward",
