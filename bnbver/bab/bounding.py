@@ -43,7 +43,7 @@ from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import dual_proof, fixed_node_relaxation, lp_lower_bound
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
 from bnbver.milp import MilpVerdict, decide_milp
-from bnbver.network import Conv2d, Network
+from bnbver.network import Network
 from bnbver.spec import InputBox, Property
 from bnbver.splits import Split, SplitSet, split_masks
 
@@ -178,20 +178,16 @@ class LeafVerdict:
 Box = tuple[np.ndarray, np.ndarray]
 
 
-def _compute_dtype(precision: str, network: Network, device: str) -> torch.dtype | None:
-    """Return the bounds dtype (None: the device default, float64 on the CPU).
+def _compute_dtype(precision: str) -> torch.dtype | None:
+    """Return the bounds dtype: "auto" is the device default (float64 on the CPU).
 
-    "auto" is float32 for convolutional networks on the CPU, where a float64 convolution
-    costs about twice as much per node and a search's count rests on nodes per second; a
-    fully connected net keeps float64: the float32 bound's rounding allowance (about 2e-5
-    relative) stalls searches whose last nodes close by a smaller margin (results/README.md).
-    Both are sound: the engine's bounds carry their rounding error.
+    float32 is sound (the engine's bounds carry their rounding error) and about twice as
+    fast per node on conv nets, but its rounding allowance loosens bounds enough to lose
+    instances (results/README.md, "Hard instances"), so it is opt-in.
     """
     if precision == "float64":
         return torch.float64
     if precision == "float32":
-        return torch.float32
-    if device == "cpu" and any(isinstance(layer, Conv2d) for layer in network.layers):
         return torch.float32
     return None
 
@@ -254,7 +250,7 @@ class NodeBounder:
         self.n_disjuncts = len(prop.unsafe.disjuncts)
         device = getattr(options, "device", "cpu")
         iterations = getattr(options, "iterations", 20)
-        dtype = _compute_dtype(getattr(options, "precision", "auto"), network, device)
+        dtype = _compute_dtype(getattr(options, "precision", "auto"))
         branching = getattr(options, "branching", None) or ("babsr" if kind == "relu" else "")
         wants_coeffs = kind == "relu" and uses_relu_coeffs(branching)
         # Input-domain clipping (bounds.clip) shrinks input-split boxes to where a

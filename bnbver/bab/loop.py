@@ -57,8 +57,7 @@ class BabOptions:
         root_method / child_method: bounds method at the root and for children.
         iterations: alpha/beta optimisation steps per bound call.
         device: torch device of the bounds ("cpu" or "cuda").
-        precision: "auto" (float32 for convolutional nets on the CPU, else the device
-            default: float64 on the CPU), "float32" or "float64";
+        precision: "auto" (the device default: float64 on the CPU), "float32" or "float64";
             counterexamples are always checked in float64.
         memory_cap: open nodes beyond which the frontier goes depth-first.
         jobs: processes sharing the search (``bnbver.bab.parallel``): a count, or "auto"

@@ -44,7 +44,7 @@ class Adam:
                     v = self.v.setdefault(id(p), torch.zeros_like(p))
                     m.mul_(b1).add_(g, alpha=1 - b1)
                     v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                    p.sub_(lr * (m / c1) / ((v / c2).sqrt() + self.eps))
+                    p.addcdiv_(m, v.div(c2).sqrt_().add_(self.eps), value=-lr / c1)
                     p.grad = None
         self.groups = [(params, lr * self.decay) for params, lr in self.groups]
 

@@ -475,9 +475,19 @@ def _accumulate(net: BoundedNetwork, coeffs: dict[int, Tensor], t: int, c: Tenso
     return err + 2.0 * net.unit * _weighted(total, mag.unsqueeze(2))
 
 
-def concretize(net: BoundedNetwork, lin: Linear, lo: Tensor,
-               hi: Tensor) -> tuple[Tensor, Tensor]:
+def box_columns(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Return the right-hand sides of :func:`concretize`'s two products over the box
+    (B, n_in, 2) each: ``hi`` and ``lo - hi``, each beside the magnitude ``max(|lo|, |hi|)``."""
+    mag = rounding.box_magnitude(lo, hi)
+    return torch.stack([hi, mag], 2), torch.stack([lo - hi, mag], 2)
+
+
+def concretize(net: BoundedNetwork, lin: Linear, lo: Tensor, hi: Tensor,
+               columns: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
     """Return the rigorous ``min_{x in [lo, hi]}`` of a bound, and its constant.
+
+    ``columns`` are :func:`box_columns` of the box when the caller keeps them (an
+    optimisation evaluates many bounds over one box).
 
     Returns:
         ``(lower (B, R), const (B, R))``: ``lower`` is rounded down and holds in real
@@ -486,10 +496,10 @@ def concretize(net: BoundedNetwork, lin: Linear, lo: Tensor,
     """
     b = lo.shape[0]
     a = lin.a.expand(b, -1, -1)
-    mag = rounding.box_magnitude(lo, hi)
+    top, width = box_columns(lo, hi) if columns is None else columns
     # a . hi + max(a, 0) . (lo - hi) is the box minimum; |a| . m = 2 max(a, 0) . m - a . m.
-    p_all = torch.matmul(a, torch.stack([hi, mag], 2))
-    p_pos = torch.matmul(a.clamp(min=0), torch.stack([lo - hi, mag], 2))
+    p_all = torch.matmul(a, top)
+    p_pos = torch.matmul(a.clamp(min=0), width)
     total = lin.bias + p_all[..., 0] + p_pos[..., 0]
     abs_a = 2.0 * p_pos[..., 1].detach() - p_all[..., 1].detach()
     scale = net.err_scale

@@ -22,12 +22,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import torch
 from torch import Tensor
 
 from bnbver.bounds.adam import Adam
-from bnbver.bounds.linear import ErrorVectors, Linear, Relax, ReluRelax, backward, concretize
+from bnbver.bounds.linear import (
+    ErrorVectors,
+    Linear,
+    Relax,
+    ReluRelax,
+    backward,
+    box_columns,
+    concretize,
+)
 from bnbver.bounds.prepared import BoundedNetwork
 from bnbver.bounds.types import BoundsOptions
 
@@ -122,7 +131,7 @@ def optimize(net: BoundedNetwork, start: int, lin0: Linear, lo: Tensor, hi: Tens
     for it in range(options.iterations + 1):
         with torch.enable_grad():
             lin = backward(net, start, part.lin0, part.relax, part.errs, alpha, beta)
-            lb, const = concretize(net, lin, part.lo, part.hi)
+            lb, const = concretize(net, lin, part.lo, part.hi, part.columns)
         with torch.no_grad():
             best = _Best.first(lb, lin, const, alpha, beta) if best is None else best.update(
                 lb, lin, const, alpha, beta, part.nodes)
@@ -168,6 +177,11 @@ class _Part:
     hi: Tensor
     relax: Sequence[Relax]
     errs: ErrorVectors
+
+    @cached_property
+    def columns(self) -> tuple[Tensor, Tensor]:
+        """:func:`~bnbver.bounds.linear.box_columns` of the part's boxes."""
+        return box_columns(self.lo, self.hi)
 
     def take(self, keep: Tensor) -> _Part:
         """Return the part of the nodes at positions ``keep`` (of this part)."""
