@@ -418,14 +418,28 @@ class NodeBounder:
         box, batch, splits = (self._relu_children(parents, decisions) if self.kind == "relu"
                               else self._input_children(parents, decisions))
         safe = self._apply_nogoods(batch, splits)
+        if not bool(safe.any()):
+            return self._bound_subset(box, batch, splits, deadline)
+        # Children a nogood closes are not bounded: only the others go to the engine.
+        self.nogood_counts["closed"] += int(safe.sum())
+        keep = np.flatnonzero(~safe.numpy())
+        index = torch.as_tensor(keep, device=self.device)
+        sub = NodeBatch(batch.lower.index_select(0, index), batch.upper.index_select(0, index),
+                        tuple(m.index_select(0, index) for m in batch.splits),
+                        None if batch.state is None else batch.state.take(index))
+        bounded = iter([] if not keep.size else self._bound_subset(
+            (box[0][keep], box[1][keep]), sub, [splits[i] for i in keep], deadline))
+        return [BoundedChild(box[0][i], box[1][i], splits[i], float("inf"), False, None, False,
+                             "nogood", None) if bool(safe[i]) else next(bounded)
+                for i in range(len(splits))]
+
+    def _bound_subset(self, box: Box, batch: NodeBatch, splits: list[SplitSet],
+                      deadline: float | None) -> list[BoundedChild]:
+        """Bound the children of ``batch`` and learn nogoods from the proven ones."""
         result = bound_batch(self.net, batch, self.child_opts, deadline)
         children = self._children(box, batch, result, splits, self.child_opts.method)
-        if self.nogoods is None:
-            return children
         self._learn_nogoods(children, result, deadline)
-        self.nogood_counts["closed"] += int(safe.sum())
-        return [replace(c, lower_bound=float("inf"), infeasible=False, method="nogood",
-                        state=None) if bool(safe[i]) else c for i, c in enumerate(children)]
+        return children
 
     # ------------------------------------------------------------------ inferred cuts
     def _apply_nogoods(self, batch: NodeBatch, splits: list[SplitSet]) -> torch.Tensor:
