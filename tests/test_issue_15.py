@@ -240,3 +240,18 @@ def test_issue_15_margin_contains_each_feasible_point_with_room() -> None:
     scaled = x @ safe.A.toarray().T
     assert np.all(scaled - safe.row_lower >= 0.5 * MARGIN)
     assert np.all(safe.row_upper - scaled >= 0.5 * MARGIN)
+
+
+def test_bounds_beyond_highs_infinity_relax_instead_of_failing() -> None:
+    """A leaf LP with bounds beyond 1e20 (weights of 1e8 over two layers) was refused by
+    HiGHS and the run ended in an internal error (fuzzer seed 60606, case 46; its exact
+    oracle says unsat). Such a bound is now dropped (a relaxation) and the answer is found."""
+    from bnbver.lp.highs import _lower, _upper
+
+    assert _lower(np.array([3e20, 1e19, -5e20])).tolist() == [-np.inf, 1e19, -5e20]
+    assert _upper(np.array([-3e20, -1e19, 5e20])).tolist() == [np.inf, -1e19, 5e20]
+    network = load_network(DATA / "huge_bounds.onnx")
+    props = load_properties(DATA / "huge_bounds.vnnlib", network)
+    res = verify(network, props, VerifierOptions.from_kwargs(
+        timeout=10, split="relu", branching="random", precision="float32"))
+    assert res.status is Status.HOLDS

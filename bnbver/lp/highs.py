@@ -96,17 +96,17 @@ def _construct() -> highspy.Highs:
 
 
 def to_highs_lp(lp: LinearProgram) -> highspy.HighsLp:
-    """Return a ``HighsLp`` holding ``lp`` (column-wise matrix, inf mapped to kHighsInf)."""
-    inf = highspy.kHighsInf
+    """Return a ``HighsLp`` holding ``lp`` (column-wise matrix; bounds by :func:`_lower`
+    and :func:`_upper`)."""
     h = highspy.HighsLp()
     h.num_col_ = lp.num_cols
     h.num_row_ = lp.num_rows
     h.col_cost_ = np.asarray(lp.c, dtype=np.float64)
     h.offset_ = float(lp.offset)
-    h.col_lower_ = np.clip(lp.col_lower, -inf, inf)
-    h.col_upper_ = np.clip(lp.col_upper, -inf, inf)
-    h.row_lower_ = np.clip(lp.row_lower, -inf, inf)
-    h.row_upper_ = np.clip(lp.row_upper, -inf, inf)
+    h.col_lower_ = _lower(lp.col_lower)
+    h.col_upper_ = _upper(lp.col_upper)
+    h.row_lower_ = _lower(lp.row_lower)
+    h.row_upper_ = _upper(lp.row_upper)
     csc = sp.csc_matrix(lp.A)
     csc.sort_indices()
     h.a_matrix_.format_ = highspy.MatrixFormat.kColwise
@@ -233,6 +233,27 @@ def _idx(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a, dtype=np.int32)
 
 
+#: HiGHS's ``infinite_bound`` option: bounds of this magnitude or more are infinite to it.
+INFINITE_BOUND = 1e20
+
+
+def _lower(a: np.ndarray) -> np.ndarray:
+    """Lower bounds as HiGHS reads them. HiGHS takes every magnitude from
+    :data:`INFINITE_BOUND` up as infinite, so a lower bound at or beyond +1e20 (extreme
+    weights make them) would read as +inf and the model is refused: it is dropped (-inf). Dropping a
+    bound relaxes the program, so a claim of the solver on it still holds for ours (and
+    every LP bound is re-derived from the original program anyway)."""
+    a = np.asarray(a, dtype=np.float64)
+    inf = highspy.kHighsInf
+    return np.ascontiguousarray(np.where(a >= INFINITE_BOUND, -inf, np.maximum(a, -inf)))
+
+
+def _upper(a: np.ndarray) -> np.ndarray:
+    """Upper bounds as HiGHS reads them: one at or beyond -1e20 is dropped (see
+    :func:`_lower`)."""
+    return -_lower(-np.asarray(a, dtype=np.float64))
+
+
 def _f64(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.clip(a, -highspy.kHighsInf, highspy.kHighsInf),
                                 dtype=np.float64)
@@ -290,8 +311,8 @@ class WarmLp:
         if cols.size == 0:
             return
         self._cl[cols], self._cu[cols] = lower, upper
-        _check(self._h.changeColsBounds(cols.size, cols, _f64(self._cl[cols]),
-                                        _f64(self._cu[cols])), "changeColsBounds")
+        _check(self._h.changeColsBounds(cols.size, cols, _lower(self._cl[cols]),
+                                        _upper(self._cu[cols])), "changeColsBounds")
 
     def set_row_bounds(self, rows: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> None:
         """Set the bounds of rows ``rows`` (k,) to ``lower``/``upper`` (k,)."""
@@ -300,7 +321,7 @@ class WarmLp:
             return
         self._rl[rows], self._ru[rows] = lower, upper
         change = self._h.changeRowsBounds  # type: ignore[attr-defined]
-        _check(change(rows.size, rows, _f64(self._rl[rows]), _f64(self._ru[rows])),
+        _check(change(rows.size, rows, _lower(self._rl[rows]), _upper(self._ru[rows])),
                "changeRowsBounds")
 
     def set_cost(self, cost: np.ndarray, offset: float = 0.0) -> None:
@@ -341,7 +362,7 @@ class WarmLp:
         if A.shape[0] == 0:
             return
         A.sort_indices()
-        _check(self._h.addRows(A.shape[0], _f64(lower), _f64(upper), A.nnz,
+        _check(self._h.addRows(A.shape[0], _lower(lower), _upper(upper), A.nnz,
                                _idx(A.indptr[:-1]), _idx(A.indices), _f64(A.data)), "addRows")
         self._A = sp.csr_matrix(sp.vstack([self._A, A]))
         self._rl = np.concatenate([self._rl, lower])
