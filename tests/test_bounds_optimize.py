@@ -70,7 +70,7 @@ def test_random_alpha_beta_give_sound_bounds(seed: int, depth: int, n_splits: in
              for n in net_ir.relu_sizes]
     beta = [(torch.rand((1, 4, n), generator=gen, dtype=torch.float64) - 0.3) * scale
             for n in net_ir.relu_sizes]
-    start, lin0 = final_start(net, inter.errs)
+    start, lin0 = final_start(net, inter.errs, inter.cent)
     lin = backward(net, start, lin0, inter.relax, inter.errs, alpha, beta)
     lb = concretize(net, lin, batch.lower, batch.upper)[0][0].numpy()
     x = feasible_samples(net_ir, node.lo, node.hi, node.masks, node.x0, seed)
@@ -102,7 +102,7 @@ def test_hand_computed_beta() -> None:
     assert abs(float(crown.row_lower[0, 0]) + 2.0) < 1e-9
     batch, _, _ = _validate_batch(net, make_batch([node]))
     inter = _intermediate_rows(net, batch, CROWN)
-    start, lin0 = final_start(net, inter.errs)
+    start, lin0 = final_start(net, inter.errs, inter.cent)
     for value, expected in ((0.5, -1.5), (0.25, -1.75), (1.0, -2.0)):
         beta = [torch.tensor([[[value, 0.0]]], dtype=torch.float64)]
         lin = backward(net, start, lin0, inter.relax, inter.errs, None, beta)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from bnbver.bounds import rounding
+from bnbver.bounds.centres import Centres, centres
 from bnbver.bounds.forward import forward_bounds, supports_forward
 from bnbver.bounds.interval import clamp_splits, crossing, slot_input_interval, slot_split
 from bnbver.bounds.linear import (
@@ -129,27 +130,30 @@ def _refine_need(net: BoundedNetwork, slot: int, lo: Tensor, hi: Tensor,
 
 
 def _make_relax(net: BoundedNetwork, slot: int, lo: Tensor, hi: Tensor,
-                split: Tensor | None, state: NodeState | None = None) -> Relax:
-    op = net.ops[net.slot_ops[slot]]
+                split: Tensor | None, cent: Centres, state: NodeState | None = None) -> Relax:
+    op_index = net.slot_ops[slot]
+    op = net.ops[op_index]
+    c_in = cent.of(net.producer(slot))
     if isinstance(op, ReluOp):
         parent = None if state is None else (state.lower[slot], state.upper[slot])
-        return relu_relax(lo, hi, split, net.gamma(op.size + 16), parent)
+        return relu_relax(lo, hi, split, net.gamma(op.size + 24), c_in, parent)
     assert isinstance(op, PoolOp)
-    return pool_relax(op, lo, hi, net.gamma(op.out_size + op.windows.shape[1] + 2))
+    return pool_relax(op, lo, hi, net.gamma(op.out_size + op.windows.shape[1] + 8), c_in,
+                      cent.ops[op_index])
 
 
 def extend_errors(net: BoundedNetwork, errs: list[Tensor | None], relax: Sequence[Relax],
-                  lo: Tensor, hi: Tensor, end: int) -> None:
+                  lo: Tensor, hi: Tensor, end: int, cent: Centres) -> None:
     """Append the error vectors of ``ops[len(errs):end]`` for the batch (in place).
 
-    Each affine op's vector needs a bound on its input's magnitude: the box for the first
-    op, the output bound of the slot before it, or, after another affine op, that op's
-    ``|W| m + |b|`` plus its own error vector (a run of affine ops is always recomputed from
-    its start, so that bound is at hand). In a DAG every entry is recomputed
-    (:func:`_graph_errors`).
+    Each affine op's vector needs a bound on its input's deviation from its centre: the
+    box's radius for the first op, the output bound of the slot before it, or, after another
+    affine op, that op's ``|W| r`` plus its own error vector (a run of affine ops is always
+    recomputed from its start, so that bound is at hand). In a DAG every entry is
+    recomputed (:func:`_graph_errors`).
     """
     if not net.is_chain:
-        errs[:] = _graph_errors(net, relax, lo, hi, end)
+        errs[:] = _graph_errors(net, relax, lo, hi, end, cent)
         return
     begin = len(errs)
     while 0 < begin < end and isinstance(net.ops[begin - 1], AffineOp):
@@ -164,47 +168,62 @@ def extend_errors(net: BoundedNetwork, errs: list[Tensor | None], relax: Sequenc
             continue
         prev = net.ops[i - 1] if i > 0 else None
         if prev is None:
-            m = rounding.box_magnitude(lo, hi)
+            r = _box_radius(lo, hi, cent)
         elif isinstance(prev, AffineOp):
             assert carry is not None
-            m = carry
+            r = carry
         else:
             assert isinstance(prev, (ReluOp, PoolOp))
-            m = relax[prev.slot].out_mag
-        v = op.error_vector(m)
+            r = relax[prev.slot].out_rad
+        v, carry = _affine_errors(net, op, r, cent.resid[i])
         errs.append(v)
-        g = 2.0 * net.gamma(op.inner[0] + 2)
-        carry = (op.linear(m, absolute=True) + op.abs_bias) * (1.0 + g) + v
+
+
+def _box_radius(lo: Tensor, hi: Tensor, cent: Centres) -> Tensor:
+    return rounding.enclosing_radius(lo, hi, cent.input)
+
+
+def _affine_errors(net: BoundedNetwork, op: AffineOp, r: Tensor,
+                   resid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Return an affine op's error vector for input deviations ``r`` and a bound on its
+    output's deviation, ``|W| r + v`` (rounded up)."""
+    assert resid is not None
+    v = op.radius_error(r, resid)
+    g = 2.0 * net.gamma(op.inner[0] + 2)
+    return v, op.linear(r, absolute=True) * (1.0 + g) + v
 
 
 def _graph_errors(net: BoundedNetwork, relax: Sequence[Relax], lo: Tensor, hi: Tensor,
-                  end: int) -> list[Tensor | None]:
+                  end: int, cent: Centres) -> list[Tensor | None]:
     """Return the entries of :data:`~bnbver.bounds.linear.ErrorVectors` for ``ops[:end]`` of
-    a DAG: each op's output magnitude bound follows from its inputs' (the box for the input,
-    ``out_mag`` of a relaxation, ``|W| m + |b|`` plus the error vector after an affine op,
-    the sum rounded up after a residual sum)."""
-    box = rounding.box_magnitude(lo, hi)
-    mags: list[Tensor] = []
+    a DAG: each op's output deviation bound follows from its inputs' (the box's radius for
+    the input, ``out_rad`` of a relaxation, ``|W| r`` plus the error vector after an affine
+    op, the sum plus the residual rounded up after a residual sum)."""
+    box = _box_radius(lo, hi, cent)
+    rads: list[Tensor] = []
     errs: list[Tensor | None] = []
     for i in range(end):
         op = net.ops[i]
-        ins = [box if t < 0 else mags[t] for t in net.inputs[i]]
+        ins = [box if t < 0 else rads[t] for t in net.inputs[i]]
         if isinstance(op, AffineOp):
-            v = op.error_vector(ins[0])
-            g = 2.0 * net.gamma(op.inner[0] + 2)
+            v, r = _affine_errors(net, op, ins[0], cent.resid[i])
             errs.append(v)
-            mags.append((op.linear(ins[0], absolute=True) + op.abs_bias) * (1.0 + g) + v)
+            rads.append(r)
             continue
         if isinstance(op, (ReluOp, PoolOp)):
-            m = relax[op.slot].out_mag
+            r = relax[op.slot].out_rad
+            errs.append(r)
         elif isinstance(op, AddOp):
-            m = ins[0]
+            resid = cent.resid[i]
+            r = ins[0] if resid is None else rounding.up(ins[0] + resid)
             for other in ins[1:]:
-                m = rounding.up(m + other)
+                r = rounding.up(r + other)
+            resid = torch.zeros_like(r) if resid is None else resid.expand_as(r)
+            errs.append(torch.stack([r, resid], 2))
         else:
-            m = torch.cat(ins, 1)
-        mags.append(m)
-        errs.append(m)
+            r = torch.cat(ins, 1)
+            errs.append(r)
+        rads.append(r)
     return errs
 
 
@@ -212,7 +231,8 @@ InterimProof = tuple[int, Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]
 
 
 def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tensor, Tensor],
-                 relax: Sequence[Relax], errs: ErrorVectors, options: BoundsOptions,
+                 relax: Sequence[Relax], errs: ErrorVectors, cent: Centres,
+                 options: BoundsOptions,
                  deadline: float | None = None,
                  proofs: list[InterimProof] | None = None) -> tuple[Tensor, Tensor]:
     """Return CROWN (or alpha-CROWN) bounds (B, K) of the neurons ``index`` of ``slot``.
@@ -222,8 +242,8 @@ def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tenso
     """
     lo, hi = box
     if not (options.optimize_intermediate and options.method in ("alpha", "beta")):
-        return crown_slot(net, slot, index, lo, hi, relax, errs)
-    start, lin0 = slot_start(net, slot, index, errs)
+        return crown_slot(net, slot, index, lo, hi, relax, errs, cent)
+    start, lin0 = slot_start(net, slot, index, errs, cent)
     layers = [s for s in net.relu_slots if s < slot]
     rows = lin0.a.shape[1]
     alpha0 = initial_alpha(relax, layers, lo.shape[0], rows)
@@ -254,7 +274,7 @@ def _record_nu(net: BoundedNetwork, start: int, lin0: Linear, relax: Sequence[Re
 
 def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Tensor],
                  ups: list[Tensor], relax: list[Relax], errs: list[Tensor | None],
-                 refine: bool, options: BoundsOptions, deadline: float | None = None,
+                 cent: Centres, refine: bool, options: BoundsOptions, deadline: float | None = None,
                  proofs: list[InterimProof] | None = None) -> tuple[Tensor, Tensor]:
     """Return the bounds (B, n_s) of the input of ``slot`` given the slots before it."""
     lo, hi = slot_input_interval(net, slot, lows, ups, batch.lower, batch.upper)
@@ -265,14 +285,14 @@ def _slot_bounds(net: BoundedNetwork, slot: int, batch: NodeBatch, lows: list[Te
     lo, hi = clamp_splits(lo, hi, split)
     if (refine and options.method != "ibp" and _produced_by_affine(net, slot)
             and _split_before(net, batch, slot, options)):
-        extend_errors(net, errs, relax, batch.lower, batch.upper, net.slot_ops[slot])
+        extend_errors(net, errs, relax, batch.lower, batch.upper, net.slot_ops[slot], cent)
         need = _refine_need(net, slot, lo, hi, split)
         index = need.any(dim=0).nonzero().flatten()
         if _per_node_pays(net, slot, need, index, options):
-            return _refine_per_node(net, slot, need, (lo, hi), batch, relax, errs, split)
+            return _refine_per_node(net, slot, need, (lo, hi), batch, relax, errs, cent, split)
         if index.numel():
             c_lo, c_hi = _refine_slot(net, slot, index, (batch.lower, batch.upper), relax,
-                                      errs, options, deadline, proofs)
+                                      errs, cent, options, deadline, proofs)
             use = need.index_select(1, index)
             old_lo, old_hi = lo.index_select(1, index), hi.index_select(1, index)
             lo = lo.index_copy(1, index, torch.where(use, torch.maximum(old_lo, c_lo), old_lo))
@@ -312,7 +332,7 @@ def _per_node_pays(net: BoundedNetwork, slot: int, need: Tensor, index: Tensor,
 
 def _refine_per_node(net: BoundedNetwork, slot: int, need: Tensor, box: tuple[Tensor, Tensor],
                      batch: NodeBatch, relax: Sequence[Relax], errs: ErrorVectors,
-                     split: Tensor | None) -> tuple[Tensor, Tensor]:
+                     cent: Centres, split: Tensor | None) -> tuple[Tensor, Tensor]:
     """Return the slot's bounds with each node's needed neurons refined by its own CROWN.
 
     ``order`` lists every node's needed neurons first (a permutation per row, so no neuron
@@ -322,7 +342,8 @@ def _refine_per_node(net: BoundedNetwork, slot: int, need: Tensor, box: tuple[Te
     k = int(need.sum(dim=1).max())
     order = torch.argsort((~need).to(torch.int8), dim=1, stable=True)[:, :k]
     use = need.gather(1, order)
-    c_lo, c_hi = crown_slot_per_node(net, slot, order, batch.lower, batch.upper, relax, errs)
+    c_lo, c_hi = crown_slot_per_node(net, slot, order, batch.lower, batch.upper, relax, errs,
+                                     cent)
     old_lo, old_hi = lo.gather(1, order), hi.gather(1, order)
     lo = lo.scatter(1, order, torch.where(use, torch.maximum(old_lo, c_lo), old_lo))
     hi = hi.scatter(1, order, torch.where(use, torch.minimum(old_hi, c_hi), old_hi))
@@ -337,6 +358,7 @@ class Intermediate:
         lows, ups: per slot (B, n_s) bounds of the slot's input.
         relax: per slot relaxation.
         errs: per op the error vectors (complete: every op of the network).
+        cent: the centres the bounds are taken around.
         infeasible: (B,) bool.
         fwd_rows: (B, R) margin bounds of the forward pass in the forward modes, else None.
     """
@@ -345,6 +367,7 @@ class Intermediate:
     ups: list[Tensor]
     relax: list[Relax]
     errs: list[Tensor | None]
+    cent: Centres
     infeasible: Tensor
     fwd_rows: Tensor | None
     proofs: tuple[InterimProof, ...] = ()
@@ -354,25 +377,30 @@ def _intermediate_rows(net: BoundedNetwork, batch: NodeBatch, options: BoundsOpt
                        deadline: float | None = None) -> Intermediate:
     """Return per-slot bounds, relaxations, error vectors, infeasibility and forward rows."""
     errs: list[Tensor | None] = []
+    cent = centres(net, batch.lower, batch.upper)
     if (options.intermediate in FORWARD_MODES and options.method != "ibp"
             and supports_forward(net)):
         fwd = forward_bounds(net, batch)
         if options.intermediate == "forward":
-            extend_errors(net, errs, fwd.relax, batch.lower, batch.upper, len(net.ops))
-            return Intermediate(fwd.lower, fwd.upper, fwd.relax, errs, fwd.infeasible,
+            relax = [_make_relax(net, s, lo, hi, slot_split(net, batch.splits, s), cent,
+                                 batch.state)
+                     for s, (lo, hi) in enumerate(zip(fwd.lower, fwd.upper, strict=True))]
+            extend_errors(net, errs, relax, batch.lower, batch.upper, len(net.ops), cent)
+            return Intermediate(fwd.lower, fwd.upper, relax, errs, cent, fwd.infeasible,
                                 fwd.row_lower)
         # "forward-crown": the forward bounds play the inherited bounds, so CROWN only
         # refines the neurons they leave unstable.
         fwd_state = NodeState(tuple(fwd.lower), tuple(fwd.upper), net.relu_slots)
         inter = _slot_loop(net, NodeBatch(batch.lower, batch.upper, batch.splits, fwd_state),
-                           True, options, batch.state, deadline)
+                           cent, True, options, batch.state, deadline)
         return replace(inter, fwd_rows=fwd.row_lower)
     refine = batch.state is None or options.intermediate != "inherit"
-    return _slot_loop(net, batch, refine, options, batch.state, deadline)
+    return _slot_loop(net, batch, cent, refine, options, batch.state, deadline)
 
 
-def _slot_loop(net: BoundedNetwork, batch: NodeBatch, refine: bool, options: BoundsOptions,
-               parent: NodeState | None, deadline: float | None = None) -> Intermediate:
+def _slot_loop(net: BoundedNetwork, batch: NodeBatch, cent: Centres, refine: bool,
+               options: BoundsOptions, parent: NodeState | None,
+               deadline: float | None = None) -> Intermediate:
     """Bound every slot in order (interval, inherited, split-clamped, CROWN-refined)."""
     _, _, tol = net.margins
     lows: list[Tensor] = []
@@ -382,15 +410,15 @@ def _slot_loop(net: BoundedNetwork, batch: NodeBatch, refine: bool, options: Bou
     proofs: list[InterimProof] | None = [] if options.certify else None
     infeasible = torch.zeros(batch.batch_size, dtype=torch.bool, device=net.device)
     for slot in range(len(net.slot_ops)):
-        lo, hi = _slot_bounds(net, slot, batch, lows, ups, relax, errs, refine, options,
-                              deadline, proofs)
+        lo, hi = _slot_bounds(net, slot, batch, lows, ups, relax, errs, cent, refine,
+                              options, deadline, proofs)
         infeasible |= crossing(lo, hi, tol)
         lows.append(lo)
         ups.append(hi)
         relax.append(_make_relax(net, slot, lo, hi, slot_split(net, batch.splits, slot),
-                                 parent))
-    extend_errors(net, errs, relax, batch.lower, batch.upper, len(net.ops))
-    return Intermediate(lows, ups, relax, errs, infeasible, None, tuple(proofs or ()))
+                                 cent, parent))
+    extend_errors(net, errs, relax, batch.lower, batch.upper, len(net.ops), cent)
+    return Intermediate(lows, ups, relax, errs, cent, infeasible, None, tuple(proofs or ()))
 
 
 def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
@@ -401,7 +429,7 @@ def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
     left out of the optimisation: deep in a search most disjuncts are settled and only one
     or two rows still need work. Their results are the parent's bounds and parameters.
     """
-    start, lin0 = final_start(net, inter.errs)
+    start, lin0 = final_start(net, inter.errs, inter.cent)
     b, r = batch.batch_size, net.num_rows
     state = batch.state
     relax = inter.relax
@@ -482,7 +510,8 @@ def _final_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate, ibp_
     if options.method == "ibp":
         return _Rows(ibp_rows, empty, empty, None)
     if options.method == "crown":
-        lb, a, const = crown_rows(net, batch.lower, batch.upper, inter.relax, inter.errs)
+        lb, a, const = crown_rows(net, batch.lower, batch.upper, inter.relax, inter.errs,
+                                  inter.cent)
         return _Rows(torch.maximum(lb, ibp_rows), a, const, None)
     best = _optimized_rows(net, batch, inter, options, deadline)
     return _Rows(torch.maximum(best.lower, ibp_rows), best.coeffs, best.const, best)
@@ -559,7 +588,7 @@ def bound_batch(net: BoundedNetwork, batch: NodeBatch, options: BoundsOptions | 
                        if options.relu_coeffs and options.method != "ibp" else None)
         duals = None
         if options.certify and best is not None:
-            start, lin0 = final_start(net, inter.errs)
+            start, lin0 = final_start(net, inter.errs, inter.cent)
             duals = _record_nu(net, start, lin0, inter.relax, inter.errs, best,
                                len(net.relu_slots))
     own = None
@@ -576,7 +605,7 @@ def _relu_coefficients(net: BoundedNetwork, inter: Intermediate, best: Optimized
     One backward pass of each node's worst row alone, with its final alpha/beta (CROWN's
     slopes without them), records the coefficient that multiplies each ReLU layer's output.
     """
-    start, lin0 = final_start(net, inter.errs)
+    start, lin0 = final_start(net, inter.errs, inter.cent)
     n = rows.shape[0]
     pick = torch.arange(n, device=rows.device), rows.argmin(dim=1)
 

@@ -61,7 +61,6 @@ from torch import Tensor
 
 from bnbver.bounds import rounding
 from bnbver.bounds.interval import clamp_splits, crossing, slot_input_interval, slot_split
-from bnbver.bounds.linear import Relax, relu_relax
 from bnbver.bounds.prepared import AddOp, AffineOp, BoundedNetwork, ConcatOp, PoolOp, ReluOp
 from bnbver.bounds.types import NodeBatch
 
@@ -94,14 +93,12 @@ class ForwardBounds:
     Attributes:
         lower: per slot (B, n_s) pre-activation lower bounds (intersected, split-clamped).
         upper: per slot (B, n_s) upper bounds.
-        relax: per slot the ReLU relaxation built from those bounds (for the final rows).
         infeasible: (B,) bool, True where some clamped bounds cross.
         row_lower: (B, R) forward lower bounds of the margins.
     """
 
     lower: list[Tensor]
     upper: list[Tensor]
-    relax: list[Relax]
     infeasible: Tensor
     row_lower: Tensor
 
@@ -217,13 +214,12 @@ def forward_bounds(net: BoundedNetwork, batch: NodeBatch) -> ForwardBounds:
             is intersected with.
 
     Returns:
-        Per slot bounds and relaxations, infeasibility flags and forward margin bounds.
+        Per slot bounds, infeasibility flags and forward margin bounds.
     """
     _, _, tol = net.margins
     syms = [input_symbolic(batch.lower, batch.upper)]
     lows: list[Tensor] = []
     ups: list[Tensor] = []
-    relax: list[Relax] = []
     infeasible = torch.zeros(batch.batch_size, dtype=torch.bool, device=net.device)
     for op, ins in zip(net.ops, net.inputs, strict=True):
         sym = syms[ins[0] + 1]
@@ -239,9 +235,6 @@ def forward_bounds(net: BoundedNetwork, batch: NodeBatch) -> ForwardBounds:
         split = slot_split(net, batch.splits, op.slot)
         lows.append(lo)
         ups.append(hi)
-        parent = None if batch.state is None else (batch.state.lower[op.slot],
-                                                    batch.state.upper[op.slot])
-        relax.append(relu_relax(lo, hi, split, net.gamma(op.size + 16), parent))
         syms.append(relu_symbolic(sym, lo, hi, split))
     rows, _ = func_range(syms[-1].lower, syms[-1].err)
-    return ForwardBounds(lows, ups, relax, infeasible, rows)
+    return ForwardBounds(lows, ups, infeasible, rows)

@@ -11,27 +11,36 @@ choice of these vectors the telescoping identity
 
 holds, so a lower bound of each term over the node's feasible set gives a lower bound of the
 margin. The relaxations below only *choose* the coefficients; the terms are then bounded
-exactly, which is what makes the result independent of how the coefficients were rounded:
+exactly, which is what makes the result independent of how the coefficients were rounded.
 
-- affine ``h = W g + b`` with ``a_{i-1} = a_i W``: the term is ``a_i^\top b`` plus the rounding
-  of ``a_i W`` (and the error of the weights), bounded by ``|a_i| . v`` with v from
-  :meth:`~bnbver.bounds.prepared.AffineOp.error_vector`;
+The identity is taken over *deviations* ``delta_i = h_i - c_i`` from the centres ``c_i`` of
+:mod:`bnbver.bounds.centres` (the forward pass of the box centre): the margins are
+``c_m + delta_m``, and an op's term is ``a_i^\top (o_i(c_{i-1} + delta_{i-1}) - c_i) -
+a_{i-1}^\top delta_{i-1}``. The quantities a rounding multiplies are then deviations, whose
+bounds are the widths the node allows rather than the activations' magnitudes:
+
+- affine ``h = W g + b`` with ``a_{i-1} = a_i W``: the term is ``a_i^\top rho`` with the
+  centre's residual ``rho = W c_{i-1} + b - c_i`` plus the rounding of ``a_i W`` times
+  ``delta_{i-1}`` (and the error of the weights), all bounded by ``|a_i| . v`` with v from
+  :meth:`~bnbver.bounds.prepared.AffineOp.radius_error`;
 - ReLU ``z = max(h, 0)`` with split-clamped bounds ``l <= h <= u``: with ``mu`` the coefficient
-  of z and ``nu`` that of h, the term is ``sum_j mu_j max(t_j, 0) - nu_j t_j`` over
-  ``t_j in [l_j, u_j]``: piecewise linear with one kink, so its exact minimum is the smallest
-  of its values at l, u and (if inside) 0;
+  of z and ``nu`` that of h, the term is ``sum_j mu_j (max(c_j + t_j, 0) - max(c_j, 0))
+  - nu_j t_j`` over ``t_j in [l_j - c_j, u_j - c_j]``: piecewise linear with one kink, so its
+  exact minimum is the smallest of its values at the ends and the kink
+  (:func:`relu_backward`);
 - max pool ``y = max_{j in w} x_j`` (DeepPoly): ``y >= x_k`` for ``k = argmax_j l_j``, ``y = x_k``
   when ``l_k >= max_{j != k} u_j``, else ``y <= max_j u_j``; the term is the relaxation's
   constant, up to the rounding of summing the coefficients of inputs shared by windows;
-- the input: ``min_{x in [lo, hi]} a_0 x = sum_j min(a_0j lo_j, a_0j hi_j)``, attained at the
-  corner ``x = lo`` where ``a_0 > 0`` and ``hi`` elsewhere (the *candidate*).
+- the input: ``min a_0 delta_0 = -|a_0| . r`` over ``|x - c_0| <= r`` (the box); the corner
+  ``x = lo`` where ``a_0 > 0`` and ``hi`` elsewhere attains it (the *candidate*).
 
 Over a DAG (residual networks) the identity holds with one term per op and its inputs: a sum
-``h = g_1 + g_2`` hands its coefficient unchanged to both inputs (its term is exactly 0), a
-concatenation splits it, and a tensor read by several ops takes the sum of the coefficients
-its readers give it. That sum is rounded: with ``s = fl(c_1 + c_2)`` the term
-``(s - c_1 - c_2) h`` is at most ``u |s| . m`` for ``|h| <= m``, charged at ``2u`` (the engine
-keeps m for every shared tensor, :data:`ErrorVectors`).
+``h = g_1 + g_2`` hands its coefficient unchanged to both inputs (its term is ``a . rho``
+with the rounding residual of its centre), a concatenation splits it, and a tensor read by
+several ops takes the sum of the coefficients its readers give it. That sum is rounded: with
+``s = fl(c_1 + c_2)`` the term ``(s - c_1 - c_2) delta`` is at most ``u |s| . r`` for
+``|delta| <= r``, charged at ``2u`` (the engine keeps r for every shared tensor,
+:data:`ErrorVectors`).
 
 The ReLU coefficients follow CROWN: each coefficient takes the relaxation valid for its sign,
 ``nu = mu+ alpha + mu- s`` with the lower slope ``alpha`` in [0, 1] (CROWN: 1 if ``u >= -l``
@@ -61,6 +70,7 @@ import torch
 from torch import Tensor
 
 from bnbver.bounds import rounding
+from bnbver.bounds.centres import Centres, box_centre
 from bnbver.bounds.prepared import (
     AddOp,
     AffineOp,
@@ -76,16 +86,19 @@ from bnbver.bounds.prepared import (
 ROW_CHUNK_ELEMENTS = 1 << 25
 
 #: Per affine op (aligned with ``BoundedNetwork.ops``): its error vector (B, n_out) for the
-#: node batch (``AffineOp.error_vector`` of the op's input magnitude), None for other ops;
-#: in a DAG, for a join op and for a ReLU or pool op whose output several ops read, a bound
-#: (B, n_out) on the magnitude of its output (what the rounding of summed coefficients is
-#: charged against).
+#: node batch (``AffineOp.radius_error`` of the deviation bound of its input), None for
+#: other ops in a chain; in a DAG, for a ReLU, pool or concatenation a bound (B, n_out) on
+#: the deviation of its output (what the rounding of summed coefficients is charged
+#: against), and for a residual sum (B, n_out, 2) that bound beside its residual bound.
 ErrorVectors = Sequence[Tensor | None]
 
 
 @dataclass(frozen=True, eq=False)
 class ReluRelax:
     """Relaxation of one ReLU layer for B nodes; the coefficient fields are (B, 1, n_l).
+
+    Terms are taken on deviations from the centre ``c`` of the layer's input
+    (:mod:`bnbver.bounds.centres`); ``relu(c)`` is the output's centre.
 
     Attributes:
         lower_fixed: lower slope of stable and split neurons (1 active, 0 otherwise).
@@ -94,11 +107,13 @@ class ReluRelax:
         upper_slope: upper slope ``s`` (1 active, 0 inactive, ``u / (u - l)`` unstable).
         sign: split sign as a float (+1, -1, 0), or None when no neuron is split.
         lo, hi: the split-clamped pre-activation bounds.
-        icpt_mag: (B, n_l, 2): the chord's intercept ``-s l`` (0 unless unstable) and
-            ``max(|l|, |u|)`` where a neuron's term can be nonzero (unstable or split; a
-            stable free neuron's term is exactly 0), for the error term.
-        out_mag: (B, n_l) bound on the output ``|z|`` (``max(u, 0)``).
-        split_box: (B, n_l, 2): ``l`` and ``u - l`` of split neurons (0 elsewhere).
+        cols: (B, n_l, 3): the chord's intercept ``-s l`` (0 unless unstable), the centre
+            shift ``G`` (see :func:`relu_backward`) and a bound ``M`` on every quantity a
+            neuron's term is computed from, 0 where the term is exactly 0 (the error term).
+        c_unst: (B, n_l, 1) the centre on unstable free neurons (0 elsewhere), or None when
+            it is 0 everywhere.
+        out_rad: (B, n_l) bound on the output's deviation ``|relu(h) - relu(c)|``.
+        split_box: (B, n_l, 2): ``l - c`` and ``u - l`` of split neurons (0 elsewhere).
         chord: the chord slope of the parent's (unclamped) bounds where they straddle 0, for
             seeding the multipliers of freshly split neurons.
         gamma: the relative error factor of this layer's terms.
@@ -113,8 +128,9 @@ class ReluRelax:
     sign: Tensor | None
     lo: Tensor
     hi: Tensor
-    icpt_mag: Tensor
-    out_mag: Tensor
+    cols: Tensor
+    c_unst: Tensor | None
+    out_rad: Tensor
     split_box: Tensor
     chord: Tensor
     gamma: float
@@ -123,22 +139,26 @@ class ReluRelax:
 
 @dataclass(frozen=True, eq=False)
 class PoolRelax:
-    """Relaxation of one max pool for B nodes; the first three fields are (B, 1, n_out).
+    """Relaxation of one max pool for B nodes; the first four fields are (B, 1, n_out).
 
     Attributes:
         index: long flat input index of the window's largest lower bound.
         exact: 1.0 where that input dominates the window (``y = x_k``), else 0.0.
-        const: the constant upper bound ``max_j u_j``.
-        win_mag: (B, n_out, 1) largest input magnitude of each window (error term).
-        out_mag: (B, n_out) bound on ``|y|``.
+        top: ``max_j u_j - c_y``: the constant upper bound, as a deviation from the output's
+            centre ``c_y``.
+        shift: ``c_{x_k} - c_y``: the centre of the chosen input less the output's.
+        win_mag: (B, n_out, 1) bound on the deviations of each window's inputs and on
+            ``|top|`` and ``|shift|`` (error term).
+        out_rad: (B, n_out) bound on the output's deviation ``|y - c_y|``.
         gamma: the relative error factor of this layer's terms.
     """
 
     index: Tensor
     exact: Tensor
-    const: Tensor
+    top: Tensor
+    shift: Tensor
     win_mag: Tensor
-    out_mag: Tensor
+    out_rad: Tensor
     gamma: float
 
 
@@ -160,15 +180,17 @@ class Linear:
     err: Tensor
 
 
-def relu_relax(lo: Tensor, hi: Tensor, split: Tensor | None, gamma: float,
+def relu_relax(lo: Tensor, hi: Tensor, split: Tensor | None, gamma: float, centre: Tensor,
                parent: tuple[Tensor, Tensor] | None = None) -> ReluRelax:
-    """Return the relaxation of a ReLU layer from clamped bounds (B, n_l) and splits (B, n_l).
+    """Return the relaxation of a ReLU layer from clamped bounds (B, n_l), splits (B, n_l)
+    and the centre (1 or B, n_l) of its input.
 
     ``parent`` (the parent node's bounds of this layer, before this node's new split) gives
     the chord slope used to seed freshly split neurons.
     """
     if split is None:
         split = torch.zeros_like(lo, dtype=torch.int8)
+    c = centre.expand_as(lo)
     active = (split > 0) | ((split == 0) & (lo >= 0))
     unstable = (split == 0) & (lo < 0) & (hi > 0)
     width = torch.where(unstable, hi - lo, torch.ones_like(lo))
@@ -181,31 +203,44 @@ def relu_relax(lo: Tensor, hi: Tensor, split: Tensor | None, gamma: float,
     chord = torch.where(straddle, p_hi / torch.where(straddle, p_hi - p_lo, 1.0),
                         (p_lo >= 0).to(lo.dtype))
     icpt = torch.where(unstable, -slope_u * lo, torch.zeros_like(lo))
+    relu_c = c.clamp(min=0)
+    shift = torch.where(unstable, -relu_c, torch.where(active, c.clamp(max=0), -relu_c))
+    c_u = torch.where(unstable, c, torch.zeros_like(c))
     is_split = split != 0
-    split_box = torch.stack([torch.where(is_split, lo, 0.0),
+    dev = torch.maximum((lo - c).abs(), (hi - c).abs())
+    live = unstable | is_split | (shift != 0)
+    mag = torch.where(live, (hi - lo) + dev + shift.abs() + c_u.abs(), 0.0)
+    split_box = torch.stack([torch.where(is_split, lo - c, 0.0),
                              torch.where(is_split, hi - lo, 0.0)], 2)
-    mag = torch.where(unstable | (split != 0), rounding.box_magnitude(lo, hi), 0.0)
+    out_rad = rounding.up(torch.maximum(hi.clamp(min=0) - relu_c, relu_c - lo.clamp(min=0)))
     return ReluRelax(fixed.unsqueeze(1), crown.unsqueeze(1), unstable.to(lo.dtype).unsqueeze(1),
                      slope_u.unsqueeze(1), sign, lo.unsqueeze(1), hi.unsqueeze(1),
-                     torch.stack([icpt, mag], 2), hi.clamp(min=0), split_box,
-                     chord.unsqueeze(1), gamma)
+                     torch.stack([icpt, shift, mag], 2),
+                     c_u.unsqueeze(2) if bool(unstable.any()) else None,
+                     out_rad.clamp(min=0), split_box, chord.unsqueeze(1), gamma)
 
 
-def pool_relax(op: PoolOp, lo: Tensor, hi: Tensor, gamma: float) -> PoolRelax:
-    """Return the DeepPoly relaxation of a max pool from input bounds (B, n_in)."""
-    pad = lo.new_full((lo.shape[0], 1), -torch.inf)
+def pool_relax(op: PoolOp, lo: Tensor, hi: Tensor, gamma: float, c_in: Tensor,
+               c_out: Tensor) -> PoolRelax:
+    """Return the DeepPoly relaxation of a max pool from input bounds (B, n_in) and the
+    centres of its input (1 or B, n_in) and output (1 or B, n_out)."""
+    b = lo.shape[0]
+    pad = lo.new_full((b, 1), -torch.inf)
     lo_w = torch.cat([lo, pad], 1)[:, op.windows]
     hi_w = torch.cat([hi, pad], 1)[:, op.windows]
     best_lo, arg = lo_w.max(dim=2)
     others = hi_w.scatter(2, arg.unsqueeze(2), -torch.inf).amax(dim=2)
     exact = (best_lo >= others).to(lo.dtype)
     index = op.windows[torch.arange(op.out_size, device=lo.device).unsqueeze(0), arg]
-    mag = torch.cat([rounding.box_magnitude(lo, hi), lo.new_zeros((lo.shape[0], 1))], 1)
-    win_mag = mag[:, op.windows].amax(dim=2)
-    top = hi_w.amax(dim=2)
-    out_mag = torch.maximum(best_lo.abs(), top.abs())
+    c_in, c_out = c_in.expand(b, -1), c_out.expand(b, -1)
+    shift = c_in.gather(1, index) - c_out
+    top = hi_w.amax(dim=2) - c_out
+    dev = torch.maximum(hi - c_in, c_in - lo)
+    dev = torch.cat([dev, lo.new_zeros((b, 1))], 1)[:, op.windows].amax(dim=2)
+    win_mag = dev + top.abs() + shift.abs()
+    out_rad = rounding.up(torch.maximum(top, c_out - best_lo)).clamp(min=0)
     return PoolRelax(index.unsqueeze(1), exact.unsqueeze(1), top.unsqueeze(1),
-                     win_mag.unsqueeze(2), out_mag, gamma)
+                     shift.unsqueeze(1), win_mag.unsqueeze(2), out_rad, gamma)
 
 
 def _weighted(c: Tensor, mag: Tensor) -> Tensor:
@@ -221,28 +256,35 @@ def _add(bias: Tensor, err: Tensor, term: Tensor, unit: float) -> tuple[Tensor, 
     return bias, err + 2.0 * unit * bias.detach().abs()
 
 
-def affine_backward(op: AffineOp, lin: Linear, v: Tensor | None, unit: float) -> Linear:
+def affine_backward(op: AffineOp, lin: Linear, v: Tensor | None) -> Linear:
     """Move a bound from the output of an affine op to its input.
 
-    ``v`` is the op's error vector, or None when the ReLU step just before (in backward
-    order) has already charged ``|a| . v`` (:func:`relu_backward`).
+    On deviations the op is ``delta_out = W delta_in + rho`` (its bias is in the centres), so
+    the term is ``a . rho`` plus the rounding of ``a W``, all in ``|a| . v`` with ``v`` the
+    op's error vector, or None when the ReLU step just before (in backward order) has
+    already charged it (:func:`relu_backward`).
     """
-    bias, err = _add(lin.bias, lin.err, lin.a @ op.bias, unit)
+    err = lin.err
     if v is not None:
         err = err + _weighted(lin.a, v.unsqueeze(2))
-    return Linear(op.backward(lin.a), bias, err)
+    return Linear(op.backward(lin.a), lin.bias, err)
 
 
 def relu_backward(lin: Linear, rx: ReluRelax, unit: float, alpha: Tensor | None = None,
                   beta: Tensor | None = None, v_prev: Tensor | None = None) -> Linear:
     """Move a lower bound from a ReLU output to its input (see the module docstring).
 
-    With CROWN's coefficients (``alpha`` in [0, 1], the chord for negative ``mu``) each
-    unsplit neuron's exact minimum is the relaxation's intercept ``min(mu, 0) (-s l)`` up to
-    a few roundings of ``mu`` (``gamma |mu| max(|l|, |u|)`` covers them and the sum), and a
-    stable one's is exactly 0. A split neuron of sign sigma with multiplier beta has
-    ``mu f - nu = beta sigma`` (f its fixed slope), so its minimum over ``[l, u]`` is
-    ``min(beta sigma l, beta sigma u)``, whatever the sign of beta.
+    On deviations ``t = h - c`` the term of neuron j is ``mu (relu(c + t) - relu(c)) - nu t``,
+    which is the plain term ``mu relu(h) - nu h`` less ``mu relu(c) - nu c``. With CROWN's
+    coefficients (``alpha`` in [0, 1], the chord for negative ``mu``) an unsplit unstable
+    neuron's plain minimum is the relaxation's intercept ``min(mu, 0) (-s l)``, so its term's
+    minimum is ``min(mu, 0) (-s l) - mu relu(c) + nu c``. A stable or split neuron has
+    ``mu f - nu = beta sigma`` (f its fixed slope): its term is ``mu G + beta sigma t`` with
+    the shift ``G = min(c, 0)`` (active) or ``-max(c, 0)`` (inactive), nonzero only where
+    the centre lies on the other side, and ``min_t beta sigma t`` is
+    ``min(bs (l - c), bs (u - c))`` whatever the sign of beta. A few roundings of each
+    quantity and the sums are covered by ``gamma |mu| . M`` (and ``gamma |beta| . M``), with
+    M a bound on the quantities (``|nu| <= |mu|`` on unstable neurons).
 
     Args:
         lin: the bound; ``lin.a`` (B, R, n_l) are the coefficients ``mu`` of the ReLU output.
@@ -256,52 +298,64 @@ def relu_backward(lin: Linear, rx: ReluRelax, unit: float, alpha: Tensor | None 
             must not charge it again.
 
     Returns:
-        The bound in terms of the pre-activation.
+        The bound in terms of the pre-activation's deviation.
     """
     a = lin.a
     neg = a.clamp(max=0)
     slope = rx.lower_crown if alpha is None else rx.lower_fixed + rx.unstable * alpha
     nu = torch.addcmul(a * slope, neg, rx.upper_slope - slope)
-    cols, lo_m, wid_m = _columns(rx, v_prev)
-    parts = torch.matmul(neg, cols)
-    abs_a = torch.matmul(a.detach(), cols[:, :, 1:]) - 2.0 * parts[..., 1:].detach()
-    bias, err = _add(lin.bias, lin.err, parts[..., 0], unit)
-    err = err + rx.gamma * abs_a.squeeze(2)
+    neg_cols, a_cols, lo_m, wid_m = _columns(rx, v_prev)
+    p_neg = torch.matmul(neg, neg_cols)
+    p_a = torch.matmul(a, a_cols)
+    term = p_neg[..., 0] + p_a[..., 0]
+    if rx.c_unst is not None:
+        term = term + torch.matmul(nu, rx.c_unst)[..., 0]
+    abs_a = p_a[..., 1].detach() - 2.0 * p_neg[..., 1].detach()
+    bias, err = _add(lin.bias, lin.err, term, unit)
+    err = err + rx.gamma * abs_a
     if beta is not None and rx.sign is not None:
         bs = beta * rx.sign
         nu = nu - bs
-        # sum_j min(bs_j l_j, bs_j u_j) = bs . l + min(bs, 0) . (u - l), and
-        # |bs| . m = bs . m - 2 min(bs, 0) . m, in two products.
+        # sum_j min(bs_j (l_j - c_j), bs_j (u_j - c_j)) = bs . (l - c) + min(bs, 0) . (u - l),
+        # and |bs| . M = bs . M - 2 min(bs, 0) . M, in two products.
         assert lo_m is not None and wid_m is not None
         p_all = torch.matmul(bs, lo_m)
-        p_neg = torch.matmul(bs.clamp(max=0), wid_m)
-        bias, err = _add(bias, err, p_all[..., 0] + p_neg[..., 0], unit)
-        abs_bs = p_all[..., 1].detach() - 2.0 * p_neg[..., 1].detach()
+        p_bneg = torch.matmul(bs.clamp(max=0), wid_m)
+        bias, err = _add(bias, err, p_all[..., 0] + p_bneg[..., 0], unit)
+        abs_bs = p_all[..., 1].detach() - 2.0 * p_bneg[..., 1].detach()
         err = err + rx.gamma * abs_bs
     return Linear(nu, bias, err)
 
 
 def _columns(rx: ReluRelax, v_prev: Tensor | None
-             ) -> tuple[Tensor, Tensor | None, Tensor | None]:
+             ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """Return the right-hand columns of :func:`relu_backward`'s products (memoised in ``rx``
-    per error vector): ``cols`` (B, n_l, 2), the intercepts and one column for both error
-    terms (``gamma |mu| . m + |mu| . v = gamma |mu| . (m + v / gamma)``), and, with splits,
-    the split boxes' ``l`` and ``u - l`` each beside the magnitudes (B, n_l, 2)."""
+    per error vector), each (B, n_l, 2): for ``min(mu, 0)`` the intercepts, for ``mu`` the
+    shifts, each beside one column for both error terms (``gamma |mu| . M + |mu| . v =
+    gamma |mu| . (M + v / gamma)``), and, with splits, the split boxes' ``l - c`` and
+    ``u - l`` beside the same column."""
     memo = rx.memo
-    if "cols" in memo and memo["v"] is v_prev:
-        return memo["cols"], memo["lo_m"], memo["wid_m"]  # type: ignore[return-value]
-    cols = rx.icpt_mag if v_prev is None else torch.stack(
-        [rx.icpt_mag[:, :, 0], rx.icpt_mag[:, :, 1] + v_prev / rx.gamma], 2)
+    if "neg" in memo and memo["v"] is v_prev:
+        return memo["neg"], memo["a"], memo["lo_m"], memo["wid_m"]  # type: ignore[return-value]
+    m = rx.cols[:, :, 2:]
+    if v_prev is not None:
+        m = m + v_prev.unsqueeze(2) / rx.gamma
+    neg_cols = torch.cat([rx.cols[:, :, :1], m], 2)
+    a_cols = torch.cat([rx.cols[:, :, 1:2], m], 2)
     lo_m = wid_m = None
     if rx.sign is not None:
-        lo_m = torch.cat([rx.split_box[:, :, :1], cols[:, :, 1:]], 2)
-        wid_m = torch.cat([rx.split_box[:, :, 1:], cols[:, :, 1:]], 2)
-    memo.update(v=v_prev, cols=cols, lo_m=lo_m, wid_m=wid_m)
-    return cols, lo_m, wid_m
+        lo_m = torch.cat([rx.split_box[:, :, :1], m], 2)
+        wid_m = torch.cat([rx.split_box[:, :, 1:], m], 2)
+    memo.update(v=v_prev, neg=neg_cols, a=a_cols, lo_m=lo_m, wid_m=wid_m)
+    return neg_cols, a_cols, lo_m, wid_m
 
 
 def pool_backward(op: PoolOp, lin: Linear, px: PoolRelax, unit: float) -> Linear:
-    """Move a lower bound from a max pool output (B, R, n_out) to its input."""
+    """Move a lower bound from a max pool output (B, R, n_out) to its input.
+
+    On deviations, ``y >= x_k`` gives ``mu+ (dy - dx_k) >= mu+ (c_{x_k} - c_y)`` (equality
+    where ``y = x_k``), and ``y <= max_j u_j`` gives ``mu- dy >= mu- top``.
+    """
     a = lin.a
     pos = a.clamp(min=0)
     neg = a - pos
@@ -311,7 +365,7 @@ def pool_backward(op: PoolOp, lin: Linear, px: PoolRelax, unit: float) -> Linear
     index = px.index.expand(n_b, coef.shape[1], -1)
     out = coef.new_zeros((n_b, coef.shape[1], op.in_size + 1))
     out = out.scatter_add(2, index, coef)[:, :, :op.in_size]
-    const = (neg * (1 - px.exact) * px.const).sum(dim=2)
+    const = (coef * px.shift + neg * (1 - px.exact) * px.top).sum(dim=2)
     bias, err = _add(lin.bias, lin.err, const, unit)
     return Linear(out, bias, err + px.gamma * _weighted(a, px.win_mag))
 
@@ -371,7 +425,7 @@ def backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequence[Relax
     for i in range(start, -1, -1):
         op = net.ops[i]
         if isinstance(op, AffineOp):
-            lin = affine_backward(op, lin, None if charged else errs[i], unit)
+            lin = affine_backward(op, lin, None if charged else errs[i])
             charged = False
         elif isinstance(op, ReluOp):
             v_prev = errs[i - 1] if i > 0 and isinstance(net.ops[i - 1], AffineOp) else None
@@ -425,7 +479,7 @@ def _graph_backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequenc
         op, ins = net.ops[i], net.inputs[i]
         cur = Linear(a, bias, err)
         if isinstance(op, AffineOp):
-            cur = affine_backward(op, cur, None if i in charged else errs[i], unit)
+            cur = affine_backward(op, cur, None if i in charged else errs[i])
         elif isinstance(op, ReluOp):
             j = ins[0]
             fused = j >= 0 and isinstance(net.ops[j], AffineOp) and net.readers[j + 1] == 1
@@ -439,6 +493,10 @@ def _graph_backward(net: BoundedNetwork, start: int, lin: Linear, relax: Sequenc
             px = relax[op.slot]
             assert isinstance(px, PoolRelax)
             cur = pool_backward(op, cur, px, unit)
+        elif isinstance(op, AddOp):
+            charge = errs[i]
+            assert charge is not None
+            cur = Linear(cur.a, cur.bias, cur.err + _weighted(cur.a, charge[:, :, 1:]))
         bias, err = cur.bias, cur.err
         for t, c in zip(ins, _input_coeffs(op, cur.a), strict=True):
             err = _accumulate(net, coeffs, t, c, err, errs)
@@ -462,53 +520,63 @@ def _input_coeffs(op: object, a: Tensor) -> list[Tensor]:
 def _accumulate(net: BoundedNetwork, coeffs: dict[int, Tensor], t: int, c: Tensor,
                 err: Tensor, errs: ErrorVectors) -> Tensor:
     """Add ``c`` to the coefficient of tensor ``t``; return ``err`` plus the rounding of the
-    sum, ``2u |s| . m`` with m the tensor's magnitude bound (see the module docstring)."""
+    sum, ``2u |s| . r`` with r the bound on the tensor's deviation (see the module
+    docstring)."""
     old = coeffs.get(t)
     if old is None:
         coeffs[t] = c
         return err
     total = old + c
     coeffs[t] = total
-    mag = errs[t] if t >= 0 else None
-    if mag is None:
-        raise AssertionError(f"no magnitude bound for tensor {t}, which several ops read")
-    return err + 2.0 * net.unit * _weighted(total, mag.unsqueeze(2))
+    rad = errs[t] if t >= 0 else None
+    if rad is None:
+        raise AssertionError(f"no deviation bound for tensor {t}, which several ops read")
+    rad = rad[:, :, :1] if rad.dim() == 3 else rad.unsqueeze(2)
+    return err + 2.0 * net.unit * _weighted(total, rad)
 
 
-def box_columns(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
-    """Return the right-hand sides of :func:`concretize`'s two products over the box
-    (B, n_in, 2) each: ``hi`` and ``lo - hi``, each beside the magnitude ``max(|lo|, |hi|)``."""
-    mag = rounding.box_magnitude(lo, hi)
-    return torch.stack([hi, mag], 2), torch.stack([lo - hi, mag], 2)
+def box_columns(lo: Tensor, hi: Tensor) -> Tensor:
+    """Return the right-hand side of :func:`concretize`'s products over the boxes (B, n_in)
+    as (B, n_in, 3): the radius ``r`` around the centre ``c`` (:func:`box_centre`), ``c`` and
+    ``|c|``."""
+    c = box_centre(lo, hi)
+    return torch.stack([rounding.enclosing_radius(lo, hi, c), c, c.abs()], 2)
 
 
 def concretize(net: BoundedNetwork, lin: Linear, lo: Tensor, hi: Tensor,
-               columns: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor]:
-    """Return the rigorous ``min_{x in [lo, hi]}`` of a bound, and its constant.
+               columns: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Return the rigorous minimum of a bound over the boxes, and its input-space constant.
 
-    ``columns`` are :func:`box_columns` of the box when the caller keeps them (an
-    optimisation evaluates many bounds over one box).
+    ``lin`` is a bound on the input's deviation ``x - c`` from the box centre; its minimum
+    over the box is at least ``bias - |a| . r``. ``columns`` are :func:`box_columns` of the
+    box when the caller keeps them (an optimisation evaluates many bounds over one box).
 
     Returns:
         ``(lower (B, R), const (B, R))``: ``lower`` is rounded down and holds in real
         arithmetic; ``a x + const <= f(x)`` for every x in the box (``const`` is the bound's
-        constant minus its rounding allowance, for input-domain clipping).
+        constant less ``a . c`` and its rounding allowance, for input-domain clipping).
     """
     b = lo.shape[0]
     a = lin.a.expand(b, -1, -1)
-    top, width = box_columns(lo, hi) if columns is None else columns
-    # a . hi + max(a, 0) . (lo - hi) is the box minimum; |a| . m = 2 max(a, 0) . m - a . m.
-    p_all = torch.matmul(a, top)
-    p_pos = torch.matmul(a.clamp(min=0), width)
-    total = lin.bias + p_all[..., 0] + p_pos[..., 0]
-    abs_a = 2.0 * p_pos[..., 1].detach() - p_all[..., 1].detach()
+    cols = box_columns(lo, hi) if columns is None else columns
+    # |a| . v = 2 max(a, 0) . v - a . v for v = r and |c|; a . c for the constant.
+    p_all = torch.matmul(a, cols)
+    p_pos = torch.matmul(a.clamp(min=0), cols[:, :, ::2])
+    abs_r = 2.0 * p_pos[..., 0] - p_all[..., 0]
+    total = lin.bias - abs_r
     scale = net.err_scale
     base = lin.err.detach() * scale
     eta = rounding.ETA[net.dtype] * net.longest_product * 4
-    err = (base + (net.gamma(net.input_size + 4) * abs_a
-                   + 2.0 * net.unit * total.detach().abs()) * scale) + eta
+    g = net.gamma(net.input_size + 4)
+    # Each product is off by at most g |a| . r: 2 max(a, 0) . r + |a| . r <= 3 |a| . r.
+    err = (base + (3.0 * g * abs_r.detach() + 2.0 * net.unit * total.detach().abs()) * scale
+           + eta)
     lower = rounding.down(total - err)
-    const = rounding.down(lin.bias.detach() - base - eta)
+    with torch.no_grad():
+        abs_c = 2.0 * p_pos[..., 1] - p_all[..., 2]
+        shifted = lin.bias - p_all[..., 1]
+        slack = base + (g * abs_c + 2.0 * net.unit * shifted.abs()) * scale + eta
+        const = rounding.down(shifted - slack)
     return lower, const.expand(b, -1)
 
 
@@ -517,49 +585,52 @@ def corner(a: Tensor, lo: Tensor, hi: Tensor) -> Tensor:
     return torch.where(a > 0, lo, hi)
 
 
-def final_start(net: BoundedNetwork, errs: ErrorVectors) -> tuple[int, Linear]:
-    """Return ``(start, bound)``: the margins as a linear function of the last layer's input."""
+def final_start(net: BoundedNetwork, errs: ErrorVectors, cent: Centres) -> tuple[int, Linear]:
+    """Return ``(start, bound)``: the margins as a linear function of the deviation of the
+    last layer's input, ``C y - d = c + W delta + rho`` with ``c`` the margins' centre."""
     op = net.ops[-1]
     v = errs[len(net.ops) - 1]
     assert isinstance(op, AffineOp) and op.conv is None and v is not None
-    return net.inputs[-1][0], Linear(op.weight.unsqueeze(0), op.bias.unsqueeze(0), v)
+    return net.inputs[-1][0], Linear(op.weight.unsqueeze(0), cent.ops[-1], v)
 
 
 def crown_rows(net: BoundedNetwork, lo: Tensor, hi: Tensor, relax: Sequence[Relax],
-               errs: ErrorVectors) -> tuple[Tensor, Tensor, Tensor]:
+               errs: ErrorVectors, cent: Centres) -> tuple[Tensor, Tensor, Tensor]:
     """Return CROWN lower bounds of the margins (B, R), their input coefficients
     (B, R, n_in) and constants (B, R)."""
-    start, lin = final_start(net, errs)
+    start, lin = final_start(net, errs, cent)
     lin = backward(net, start, lin, relax, errs)
     lower, const = concretize(net, lin, lo, hi)
     return lower, lin.a.expand(lo.shape[0], -1, -1), const
 
 
-def slot_start(net: BoundedNetwork, slot: int, index: Tensor,
-               errs: ErrorVectors) -> tuple[int, Linear]:
-    """Return ``(start, bound)`` with rows ``+h_k`` and ``-h_k`` (R = 2K) in terms of the input
-    of the affine op feeding ``slot``.
+def slot_start(net: BoundedNetwork, slot: int, index: Tensor, errs: ErrorVectors,
+               cent: Centres) -> tuple[int, Linear]:
+    """Return ``(start, bound)`` with rows ``+h_k`` and ``-h_k`` (R = 2K) in terms of the
+    deviation of the input of the affine op feeding ``slot``.
 
     ``h`` is the input of ``slot`` and ``k`` runs over ``index`` (K neurons); the lower bound
-    of ``-h_k`` is minus the upper bound of ``h_k``. When a join (a residual sum) produces
-    ``h``, the rows are the unit vectors ``+-e_k`` on its output (exact: no error term).
+    of ``-h_k`` is minus the upper bound of ``h_k``; the constant is the centre ``+-c_k``.
+    When a join (a residual sum) produces ``h``, the rows are the unit vectors ``+-e_k`` on
+    its output's deviation (no error term here; the join's residual is charged at it).
     """
     p = net.producer(slot)
     op = net.ops[p]
+    c = cent.ops[p].index_select(1, index)
+    bias = torch.cat([c, -c], 1)
     if not isinstance(op, AffineOp):
         k = index.numel()
         eye = torch.zeros((2 * k, op_out_size(op)), dtype=net.dtype, device=net.device)
         rows = torch.arange(k, device=net.device)
         eye[rows, index] = 1.0
         eye[rows + k, index] = -1.0
-        zero = eye.new_zeros((1, 2 * k))
-        return p, Linear(eye.unsqueeze(0), zero, zero)
+        return p, Linear(eye.unsqueeze(0), bias, torch.zeros_like(bias))
     v = errs[p]
     assert v is not None
-    w, b = op.rows(index)
+    w, _ = op.rows(index)
     e = v.index_select(1, index)
-    return net.inputs[p][0], Linear(torch.cat([w, -w], 0).unsqueeze(0),
-                                    torch.cat([b, -b], 0).unsqueeze(0), torch.cat([e, e], 1))
+    return net.inputs[p][0], Linear(torch.cat([w, -w], 0).unsqueeze(0), bias,
+                                    torch.cat([e, e], 1))
 
 
 def chunk_size(net: BoundedNetwork, slot: int, batch: int) -> int:
@@ -569,7 +640,8 @@ def chunk_size(net: BoundedNetwork, slot: int, batch: int) -> int:
 
 
 def crown_slot(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Tensor,
-               relax: Sequence[Relax], errs: ErrorVectors) -> tuple[Tensor, Tensor]:
+               relax: Sequence[Relax], errs: ErrorVectors,
+               cent: Centres) -> tuple[Tensor, Tensor]:
     """Return CROWN bounds (B, K) of the input neurons ``index`` of ``slot``.
 
     Args:
@@ -580,6 +652,7 @@ def crown_slot(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Te
         hi: (B, n_in) box upper corners.
         relax: relaxations of the slots before ``slot``.
         errs: the batch's error vectors of the ops before ``slot``.
+        cent: the batch's centres.
 
     Returns:
         ``(lower, upper)``, each (B, K).
@@ -587,7 +660,7 @@ def crown_slot(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Te
     step = chunk_size(net, slot, lo.shape[0])
     lows, ups = [], []
     for part in torch.split(index, step):
-        start, lin = slot_start(net, slot, part, errs)
+        start, lin = slot_start(net, slot, part, errs, cent)
         lb, _ = concretize(net, backward(net, start, lin, relax, errs), lo, hi)
         k = part.numel()
         lows.append(lb[:, :k])
@@ -596,7 +669,8 @@ def crown_slot(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Te
 
 
 def crown_slot_per_node(net: BoundedNetwork, slot: int, index: Tensor, lo: Tensor, hi: Tensor,
-                        relax: Sequence[Relax], errs: ErrorVectors) -> tuple[Tensor, Tensor]:
+                        relax: Sequence[Relax], errs: ErrorVectors,
+                        cent: Centres) -> tuple[Tensor, Tensor]:
     """Return CROWN bounds (B, K) of each node's own neurons ``index`` (B, K) of ``slot``.
 
     Like :func:`crown_slot`, but every node bounds its own K neurons rather than all nodes
@@ -611,7 +685,7 @@ def crown_slot_per_node(net: BoundedNetwork, slot: int, index: Tensor, lo: Tenso
     lows, ups = [], []
     for part in torch.split(index, step, dim=1):
         w = op.weight[part]  # (B, k, n_prev)
-        b = op.bias[part]
+        b = cent.ops[p].expand(part.shape[0], -1).gather(1, part)
         e = v.gather(1, part)
         lin = Linear(torch.cat([w, -w], 1), torch.cat([b, -b], 1), torch.cat([e, e], 1))
         lb, _ = concretize(net, backward(net, net.inputs[p][0], lin, relax, errs), lo, hi)

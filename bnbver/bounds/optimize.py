@@ -179,7 +179,7 @@ class _Part:
     errs: ErrorVectors
 
     @cached_property
-    def columns(self) -> tuple[Tensor, Tensor]:
+    def columns(self) -> Tensor:
         """:func:`~bnbver.bounds.linear.box_columns` of the part's boxes."""
         return box_columns(self.lo, self.hi)
 

@@ -76,6 +76,9 @@ class AffineOp:
         bias_err: (n_out,) absolute error of ``bias`` against the exact bias.
         fold_err: (n_out, n_in) absolute error of a folded specification's weights, or None.
         inner: the dot-product lengths of the forward and the transposed product.
+        exact: the IR's float64 weights, bias, relative weight error and bias error vector
+            ``(W*, b*, w_err, e_b*)``, from which :meth:`centre` computes the centre values
+            of a linear bound's centred form (:mod:`bnbver.bounds.centres`).
     """
 
     weight: Tensor
@@ -89,6 +92,7 @@ class AffineOp:
     bias_err: Tensor | None = None
     fold_err: Tensor | None = None
     inner: tuple[int, int] = (1, 1)
+    exact: tuple[Tensor, Tensor, float, Tensor] | None = None
 
     @cached_property
     def abs_bias(self) -> Tensor:
@@ -105,6 +109,42 @@ class AffineOp:
         """
         kappa = self.kappa_fwd if forward else self.kappa
         return kappa * (self.linear(m, absolute=True) + self.abs_bias) + self.const_error(m)
+
+    def radius_error(self, r: Tensor, resid: Tensor) -> Tensor:
+        """Return ``v`` (N, n_out) of the centred form: ``|a| . v`` bounds the rounding and
+        weight error of ``a W`` times a deviation ``|g - c| <= r`` (N, n_in) from the input's
+        centre, plus the residual ``resid`` of the output's centre (:meth:`centre`):
+        ``v = kappa |W| r + E r + resid``."""
+        out = self.kappa * self.linear(r, absolute=True) + resid
+        if self.fold_err is not None:
+            out = out + r @ self.fold_err.T
+        return out
+
+    def centre(self, c_in: Tensor) -> tuple[Tensor, Tensor]:
+        """Return the output centre ``c`` (N, n_out) for an input centre ``c_in`` (N, n_in),
+        and ``res`` (N, n_out) with ``|W_true c_in + b_true - c| <= res``.
+
+        ``c`` is ``W* c_in + b*`` computed in float64 and rounded to nearest in the op's
+        dtype; ``res`` covers that rounding, the float64 products' own error
+        ``gamma_{n+2} (|W*| |c_in| + |b*|)`` and the IR's recorded errors, rounded up.
+        """
+        assert self.exact is not None
+        w64, b64, w_err, b_err = self.exact
+        x = c_in.double()
+        f = self._product(x, w64) + b64
+        size = self._product(x.abs(), w64.abs()) + b64.abs()
+        c = f.to(self.bias.dtype)
+        g = rounding.gamma(self.inner[0] + 2, torch.float64)
+        res = (f - c.double()).abs() + (g + w_err) * size + b_err
+        if self.fold_err is not None:
+            res = res + x.abs() @ self.fold_err.double().T
+        res = res * (1.0 + 4.0 * g)
+        return c, rounding.up(res.to(self.bias.dtype))
+
+    def _product(self, x: Tensor, weight: Tensor) -> Tensor:
+        if self.conv is None:
+            return x @ weight.T
+        return self._conv(x, weight)
 
     def const_error(self, m: Tensor) -> Tensor:
         """Return ``E m + e_b`` (N, n_out): the folded weights' and the bias's own error."""
@@ -131,10 +171,7 @@ class AffineOp:
 
     def linear(self, x: Tensor, absolute: bool = False) -> Tensor:
         """Return ``W x`` (or ``|W| x``) without the bias, (N, n_in) -> (N, n_out)."""
-        weight = self.abs_weight if absolute else self.weight
-        if self.conv is None:
-            return x @ weight.T
-        return self._conv(x, weight)
+        return self._product(x, self.abs_weight if absolute else self.weight)
 
     def backward(self, a: Tensor) -> Tensor:
         """Return ``a W``, (N, R, n_out) -> (N, R, n_in)."""
@@ -378,8 +415,13 @@ def _make_op(w64: np.ndarray, b64: np.ndarray, w_err: float, b_err: np.ndarray,
     fold = None if fold_err is None else rounding.up(_tensor(fold_err, dtype, device))
     n_in = int(np.prod(conv.in_shape)) if conv is not None else w64.shape[1]
     n_out = int(bias.shape[0])
+    same = dtype == torch.float64
+    b_err64 = np.nextafter(np.asarray(b_err, dtype=np.float64), np.inf)
+    exact = (weight if same else _tensor(w64, torch.float64, device),
+             bias if same else _tensor(b64, torch.float64, device), float(w_err),
+             _tensor(np.broadcast_to(b_err64, b64.shape), torch.float64, device))
     return AffineOp(weight, weight.abs(), bias, conv, n_in, n_out, kappa, kappa_fwd,
-                    rounding.up(_tensor(b_total, dtype, device)), fold, inner)
+                    rounding.up(_tensor(b_total, dtype, device)), fold, inner, exact)
 
 
 def _affine(layer: Dense | Conv2d, dtype: torch.dtype, device: torch.device) -> AffineOp:
