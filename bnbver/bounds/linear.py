@@ -304,11 +304,11 @@ def relu_backward(lin: Linear, rx: ReluRelax, unit: float, alpha: Tensor | None 
     neg = a.clamp(max=0)
     slope = rx.lower_crown if alpha is None else rx.lower_fixed + rx.unstable * alpha
     nu = torch.addcmul(a * slope, neg, rx.upper_slope - slope)
-    neg_cols, a_cols, lo_m, wid_m = _columns(rx, v_prev)
+    neg_cols, a_cols, lo_m, wid_m = _columns(rx, v_prev, alpha is None)
     p_neg = torch.matmul(neg, neg_cols)
     p_a = torch.matmul(a, a_cols)
     term = p_neg[..., 0] + p_a[..., 0]
-    if rx.c_unst is not None:
+    if rx.c_unst is not None and alpha is not None:
         term = term + torch.matmul(nu, rx.c_unst)[..., 0]
     abs_a = p_a[..., 1].detach() - 2.0 * p_neg[..., 1].detach()
     bias, err = _add(lin.bias, lin.err, term, unit)
@@ -327,26 +327,38 @@ def relu_backward(lin: Linear, rx: ReluRelax, unit: float, alpha: Tensor | None 
     return Linear(nu, bias, err)
 
 
-def _columns(rx: ReluRelax, v_prev: Tensor | None
+def _columns(rx: ReluRelax, v_prev: Tensor | None, crown: bool
              ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """Return the right-hand columns of :func:`relu_backward`'s products (memoised in ``rx``
-    per error vector), each (B, n_l, 2): for ``min(mu, 0)`` the intercepts, for ``mu`` the
-    shifts, each beside one column for both error terms (``gamma |mu| . M + |mu| . v =
-    gamma |mu| . (M + v / gamma)``), and, with splits, the split boxes' ``l - c`` and
-    ``u - l`` beside the same column."""
+    per error vector and kind of slopes), each (B, n_l, 2): for ``min(mu, 0)`` the
+    intercepts, for ``mu`` the shifts, each beside one column for both error terms
+    (``gamma |mu| . M + |mu| . v = gamma |mu| . (M + v / gamma)``), and, with splits, the
+    split boxes' ``l - c`` and ``u - l`` beside the same column.
+
+    With CROWN's slopes (``crown``: the same for every row) ``nu . c_u`` is folded in:
+    ``nu = mu slope + min(mu, 0) (s - slope)`` puts ``slope c_u`` beside the shifts and
+    ``(s - slope) c_u`` beside the intercepts (M covers both: ``dev >= |c_u|``)."""
     memo = rx.memo
-    if "neg" in memo and memo["v"] is v_prev:
-        return memo["neg"], memo["a"], memo["lo_m"], memo["wid_m"]  # type: ignore[return-value]
+    k = "crown:" if crown else "alpha:"
+    if k + "neg" in memo and memo[k + "v"] is v_prev:
+        return (memo[k + "neg"], memo[k + "a"], memo[k + "lo_m"],  # type: ignore[return-value]
+                memo[k + "wid_m"])
     m = rx.cols[:, :, 2:]
     if v_prev is not None:
         m = m + v_prev.unsqueeze(2) / rx.gamma
-    neg_cols = torch.cat([rx.cols[:, :, :1], m], 2)
-    a_cols = torch.cat([rx.cols[:, :, 1:2], m], 2)
+    icpt, shift = rx.cols[:, :, :1], rx.cols[:, :, 1:2]
+    if crown and rx.c_unst is not None:
+        slope = rx.lower_crown.transpose(1, 2)
+        icpt = icpt + (rx.upper_slope.transpose(1, 2) - slope) * rx.c_unst
+        shift = shift + slope * rx.c_unst
+    neg_cols = torch.cat([icpt, m], 2)
+    a_cols = torch.cat([shift, m], 2)
     lo_m = wid_m = None
     if rx.sign is not None:
         lo_m = torch.cat([rx.split_box[:, :, :1], m], 2)
         wid_m = torch.cat([rx.split_box[:, :, 1:], m], 2)
-    memo.update(v=v_prev, neg=neg_cols, a=a_cols, lo_m=lo_m, wid_m=wid_m)
+    memo.update({k + "v": v_prev, k + "neg": neg_cols, k + "a": a_cols, k + "lo_m": lo_m,
+                 k + "wid_m": wid_m})
     return neg_cols, a_cols, lo_m, wid_m
 
 

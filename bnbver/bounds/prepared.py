@@ -132,7 +132,8 @@ class AffineOp:
         w64, b64, w_err, b_err = self.exact
         x = c_in.double()
         f = self._product(x, w64) + b64
-        size = self._product(x.abs(), w64.abs()) + b64.abs()
+        # |W*| |x| <= max|x| * (row sums of |W*|): a cheap bound on what gamma multiplies.
+        size = x.abs().amax(dim=1, keepdim=True) * self.exact_rowsum + b64.abs()
         c = f.to(self.bias.dtype)
         g = rounding.gamma(self.inner[0] + 2, torch.float64)
         res = (f - c.double()).abs() + (g + w_err) * size + b_err
@@ -140,6 +141,15 @@ class AffineOp:
             res = res + x.abs() @ self.fold_err.double().T
         res = res * (1.0 + 4.0 * g)
         return c, rounding.up(res.to(self.bias.dtype))
+
+    @cached_property
+    def exact_rowsum(self) -> Tensor:
+        """(n_out,) float64 row sums of ``|W*|``, rounded up."""
+        assert self.exact is not None
+        w64 = self.exact[0]
+        ones = w64.new_ones((1, self.in_size))
+        g = rounding.gamma(self.inner[0] + 2, torch.float64)
+        return self._product(ones, w64.abs())[0] * (1.0 + 2.0 * g)
 
     def _product(self, x: Tensor, weight: Tensor) -> Tensor:
         if self.conv is None:

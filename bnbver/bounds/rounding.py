@@ -17,10 +17,14 @@ smallest subnormal per product). A single addition or multiplication is off by a
 - weights: a layer's float64 weights :math:`W^*` (the IR, plus any error the IR itself records
   for folded constants) differ from the weights used, :math:`\hat W` (rounded to float32, or a
   folded product), by at most a relative ``w_rel`` elementwise and a bias error vector;
-- an affine step :math:`a^\top(W g + b)` of a backward pass, with :math:`|g| \le m`, is off by
-  at most :math:`|a|^\top v` with :math:`v = \kappa(|\hat W| m + |\hat b|) + E m + e_b`
-  (:func:`affine_error_vectors`), where :math:`\kappa = (w_{rel} + \gamma_n)(1 + 2\gamma_n)`
-  also covers the rounding of computing v itself;
+- an affine step of a backward pass works on deviations from centres
+  (:mod:`bnbver.bounds.centres`): for :math:`\delta_{out} = W \delta_{in} + \rho` with
+  :math:`|\delta_{in}| \le r` it is off by at most :math:`|a|^\top v` with
+  :math:`v = \kappa |\hat W| r + E r + res` (``AffineOp.radius_error``), where
+  :math:`\kappa = (w_{rel} + \gamma_n)(1 + 2\gamma_n)` also covers the rounding of computing v
+  itself and ``res`` bounds the centre's residual :math:`\rho`; interval and forward passes
+  use the same vector with a magnitude bound m in place of r and :math:`\kappa |\hat b|`
+  added (``AffineOp.error_vector``);
 - the running sums of a bound get :math:`2u` times each partial sum;
 - error terms are sums of non-negative computed quantities, each with a relative error below
   :math:`\gamma_N` for the longest dot product N; multiplying the total by
