@@ -155,6 +155,12 @@ def validate_bab_options(bab: Any) -> None:
     if bab.input_intermediate not in modes:
         raise InputError("input_intermediate",
                          f"must be one of {modes}, got {bab.input_intermediate!r}")
+    if bab.precision not in ("auto", "float32", "float64"):
+        raise InputError("precision",
+                         f"must be auto, float32 or float64, got {bab.precision!r}")
+    if bab.root_precision not in ("float64", "same"):
+        raise InputError("root_precision",
+                         f"must be float64 or same, got {bab.root_precision!r}")
     if bab.relu_intermediate not in ("inherit", "crown", "alpha"):
         raise InputError("relu_intermediate",
                          f"must be inherit, crown or alpha, got {bab.relu_intermediate!r}")

@@ -36,6 +36,8 @@ def _one_error(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: st
     (["--device", "tpu"], ["error: --device: "]),
     (["--out", "/nonexistent-dir-bnbver/r.txt"], ["--out: the folder", "does not exist"]),
     (["--record", "/nonexistent-dir-bnbver/t.jsonl"], ["--record"]),
+    (["--option", "precision=float16"], ["error: precision: must be auto, float32 or float64"]),
+    (["--option", "root_precision=half"], ["error: root_precision: must be float64 or same"]),
 ])
 def test_issue_18_verify_refuses_bad_options(extra: list[str], needles: list[str],
                                              capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,7 +43,7 @@ from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import dual_proof, fixed_node_relaxation, lp_lower_bound
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
 from bnbver.milp import MilpVerdict, decide_milp
-from bnbver.network import Network
+from bnbver.network import Conv2d, Network
 from bnbver.spec import InputBox, Property
 from bnbver.splits import Split, SplitSet, split_masks
 
@@ -178,16 +178,20 @@ class LeafVerdict:
 Box = tuple[np.ndarray, np.ndarray]
 
 
-def _compute_dtype(precision: str) -> torch.dtype | None:
-    """Return the bounds dtype: "auto" is the device default (float64 on the CPU).
+def _compute_dtype(precision: str, network: Network, device: str) -> torch.dtype | None:
+    """Return the bounds dtype (None: the device default, float64 on the CPU).
 
-    float32 is sound (the engine's bounds carry their rounding error) and about twice as
-    fast per node on conv nets, but its rounding allowance loosens bounds enough to lose
-    instances (results/README.md, "Hard instances"), so it is opt-in.
+    "auto" is float32 for convolutional networks on the CPU, where a float64 convolution
+    costs about twice as much per node and a search's count rests on nodes per second (the
+    centred form of the bounds keeps float32's rounding allowance proportional to interval
+    widths); fully connected nets keep float64. Both are sound: the engine's bounds carry
+    their rounding error.
     """
     if precision == "float64":
         return torch.float64
     if precision == "float32":
+        return torch.float32
+    if device == "cpu" and any(isinstance(layer, Conv2d) for layer in network.layers):
         return torch.float32
     return None
 
@@ -250,7 +254,7 @@ class NodeBounder:
         self.n_disjuncts = len(prop.unsafe.disjuncts)
         device = getattr(options, "device", "cpu")
         iterations = getattr(options, "iterations", 20)
-        dtype = _compute_dtype(getattr(options, "precision", "auto"))
+        dtype = _compute_dtype(getattr(options, "precision", "auto"), network, device)
         branching = getattr(options, "branching", None) or ("babsr" if kind == "relu" else "")
         wants_coeffs = kind == "relu" and uses_relu_coeffs(branching)
         # Input-domain clipping (bounds.clip) shrinks input-split boxes to where a
@@ -283,6 +287,12 @@ class NodeBounder:
                                   certify=False)
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device
+        # A float32 search takes its root's bounds in float64: children inherit the root's
+        # intermediate bounds, so their tightness is paid for once.
+        self.root_net = self.net
+        if (self.dtype == torch.float32 and not certify
+                and getattr(options, "root_precision", "float64") == "float64"):
+            self.root_net = prepare(network, C, d, replace(self.root_opts, dtype=torch.float64))
         self.generator = torch.Generator().manual_seed(seed)
         self.root_width = torch.tensor(prop.box.upper - prop.box.lower,
                                           dtype=self.dtype, device=self.device)
@@ -337,20 +347,33 @@ class NodeBounder:
         affordable: one CROWN pass is timed first, and if ``iterations + 1`` optimisation
         steps of ``ROOT_STEP_COST`` such passes do not fit in ``ROOT_SHARE`` of the time left,
         the root keeps CROWN's intermediate bounds and optimises only its final rows (on
-        sri_resnet_a the optimised root would take about 6 minutes on one CPU core)."""
-        opts = self.root_opts
+        sri_resnet_a the optimised root would take about 6 minutes on one CPU core). A
+        float32 search computes them on the float64 network (``root_net``) and optimises its
+        final rows in float32 on the inherited intermediate bounds."""
+        inherit = replace(self.root_opts, optimize_intermediate=False, intermediate="inherit")
+        if self.root_net is self.net:
+            return self._root_pass(self.net, self.root_opts, batch, deadline)
+        root = self._root_pass(self.root_net, replace(self.root_opts, dtype=torch.float64),
+                               batch, deadline)
+        state = root.state.bounds_in(self.dtype)
+        return bound_batch(self.net, NodeBatch(batch.lower, batch.upper, batch.splits, state),
+                           inherit, deadline)
+
+    @staticmethod
+    def _root_pass(net: BoundedNetwork, opts: BoundsOptions, batch: NodeBatch,
+                   deadline: float | None) -> BoundResult:
+        """Return the root's bounds on ``net`` (see :meth:`_root_bounds`)."""
         if (not opts.optimize_intermediate or deadline is None
-                or _crown_work(self.net) < ROOT_PROBE_WORK):
-            return bound_batch(self.net, batch, opts, deadline)
+                or _crown_work(net) < ROOT_PROBE_WORK):
+            return bound_batch(net, batch, opts, deadline)
         t0 = time.monotonic()
-        crown = bound_batch(self.net, batch, replace(opts, method="crown", relu_coeffs=False,
-                                                     row_linear=False,
-                                                     optimize_intermediate=False))
+        crown = bound_batch(net, batch, replace(opts, method="crown", relu_coeffs=False,
+                                                row_linear=False, optimize_intermediate=False))
         cost = (time.monotonic() - t0) * ROOT_STEP_COST * (opts.iterations + 1)
         if time.monotonic() + cost <= t0 + ROOT_SHARE * max(deadline - t0, 0.0):
-            return bound_batch(self.net, batch, opts, deadline)
+            return bound_batch(net, batch, opts, deadline)
         state = crown.state.without_optimizer_state()
-        return bound_batch(self.net, NodeBatch(batch.lower, batch.upper, batch.splits, state),
+        return bound_batch(net, NodeBatch(batch.lower, batch.upper, batch.splits, state),
                            replace(opts, optimize_intermediate=False, intermediate="inherit"),
                            deadline)
 

@@ -57,8 +57,11 @@ class BabOptions:
         root_method / child_method: bounds method at the root and for children.
         iterations: alpha/beta optimisation steps per bound call.
         device: torch device of the bounds ("cpu" or "cuda").
-        precision: "auto" (the device default: float64 on the CPU), "float32" or "float64";
-            counterexamples are always checked in float64.
+        precision: "auto" (float32 for convolutional networks, else the device default:
+            float64 on the CPU), "float32" or "float64"; counterexamples are always checked
+            in float64.
+        root_precision: "float64" (a float32 search bounds its root in float64, and its
+            children inherit those intermediate bounds) or "same".
         memory_cap: open nodes beyond which the frontier goes depth-first.
         jobs: processes sharing the search (``bnbver.bab.parallel``): a count, or "auto"
             (the cores available, once the search has run long enough to pay for them;
@@ -124,6 +127,7 @@ class BabOptions:
     iterations: int = 20
     device: str = "cpu"
     precision: str = "auto"
+    root_precision: str = "float64"
     memory_cap: int = 200_000
     jobs: int | str = "auto"
     milp_max_unstable: int = 8

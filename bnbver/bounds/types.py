@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from bnbver.bounds import rounding
+
 METHODS = ("ibp", "crown", "alpha", "beta")
 INTERMEDIATE_MODES = ("inherit", "crown", "forward", "forward-crown")
 FORWARD_MODES = ("forward", "forward-crown")
@@ -172,6 +174,17 @@ class NodeState:
     def without_optimizer_state(self) -> NodeState:
         """Return a copy without alpha/beta (much smaller; children then start from CROWN)."""
         return NodeState(self.lower, self.upper, self.relu_slots, self.row_lower)
+
+    def bounds_in(self, dtype: torch.dtype) -> NodeState:
+        """Return the intermediate and margin bounds alone (no alpha/beta) in ``dtype``,
+        rounded outwards (a float64 root's bounds handed to a float32 search)."""
+        pairs = [rounding.outward(lo.double(), hi.double(), dtype)
+                 for lo, hi in zip(self.lower, self.upper, strict=True)]
+        lower, upper = [p[0] for p in pairs], [p[1] for p in pairs]
+        rows = None
+        if self.row_lower is not None:
+            rows, _ = rounding.outward(self.row_lower.double(), self.row_lower.double(), dtype)
+        return NodeState(tuple(lower), tuple(upper), self.relu_slots, rows)
 
     @staticmethod
     def cat(states: Sequence[NodeState]) -> NodeState:
