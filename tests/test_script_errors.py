@@ -21,6 +21,7 @@ BAD_INPUT = {
     "bench_graph": ["--baseline", NOWHERE, "--out", f"{NOWHERE}/g.md"],
     "bench_formulations": [NOWHERE, "--out", f"{NOWHERE}/f.md"],
     "bench_input_split": ["--bench", NOWHERE, "--out", f"{NOWHERE}/b.md"],
+    "bench_precision": ["--suite", NOWHERE],
     "bench_throughput": ["--arm", f"x={NOWHERE}", "--out", f"{NOWHERE}/t.md"],
     "bench_parallel": ["--bench", NOWHERE, "--out", f"{NOWHERE}/p.md"],
     "bdnn_experiments": ["--mnist", NOWHERE, "--out", f"{NOWHERE}/b.md"],
