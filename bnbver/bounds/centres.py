@@ -10,8 +10,8 @@ exact ``relu(c)``, window maxima and concatenations after the others; a residual
 Why: the rounding allowance of a bound is a sum of ``gamma |a| . m`` terms, with m a bound on
 the tensor the coefficients ``a`` multiply. On plain values m is the *magnitude* of an
 activation; on deviations it is their *radius*, the width of the interval the node allows,
-which is much smaller deep in a network and in a branch-and-bound child. The allowance of
-float32 bounds then shrinks by the same factor (on oval21 and sri_resnet_a about tenfold).
+which is much smaller deep in a network and in a branch-and-bound child, and float32 bounds
+become tight enough to search with.
 
 Each affine op and residual sum leaves a *residual* ``rho = o(c_in) - c`` (the rounding of
 the centre to the dtype and of its float64 computation), charged as ``|a| . res`` with
