@@ -141,3 +141,21 @@ def test_centres_are_the_forward_pass_of_the_box_centre(dtype: torch.dtype) -> N
             err = np.abs(cent.ops[k].double().numpy() - h)
             assert np.all(err <= res.double().numpy())
             h = cent.ops[k].double().numpy()
+
+
+def test_exact_zero_radii_stay_zero() -> None:
+    """A zero-width input dimension and an inactive ReLU get radius 0, not the smallest
+    subnormal (products with subnormals are many times slower), while a positive rounded
+    difference still moves up."""
+    from bnbver.bounds import rounding
+    from bnbver.bounds.linear import box_columns, relu_relax
+
+    lo = torch.tensor([[0.5, -1.0, 0.1]], dtype=torch.float64)
+    hi = torch.tensor([[0.5, 1.0, 0.1 + 2.0 ** -40]], dtype=torch.float64)
+    r = box_columns(lo, hi)[0, :, 0]
+    assert float(r[0]) == 0.0
+    assert float(r[1]) >= 1.0 and float(r[2]) >= 2.0 ** -41
+    rx = relu_relax(torch.tensor([[-2.0, -1.0]]), torch.tensor([[-1.0, 3.0]]), None, 1e-6,
+                    torch.tensor([[-1.5, 1.0]]))
+    assert float(rx.out_rad[0, 0]) == 0.0 and float(rx.out_rad[0, 1]) >= 2.0
+    assert float(rounding.up_sum(torch.tensor([1.0]))[0]) > 1.0

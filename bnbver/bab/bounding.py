@@ -353,8 +353,10 @@ class NodeBounder:
         inherit = replace(self.root_opts, optimize_intermediate=False, intermediate="inherit")
         if self.root_net is self.net:
             return self._root_pass(self.net, self.root_opts, batch, deadline)
-        root = self._root_pass(self.root_net, replace(self.root_opts, dtype=torch.float64),
-                               batch, deadline)
+        # Only the intermediate bounds go on; the float32 pass computes the rest.
+        opts64 = replace(self.root_opts, dtype=torch.float64, relu_coeffs=False,
+                         row_linear=False)
+        root = self._root_pass(self.root_net, opts64, batch, deadline)
         state = root.state.bounds_in(self.dtype)
         return bound_batch(self.net, NodeBatch(batch.lower, batch.upper, batch.splits, state),
                            inherit, deadline)

@@ -94,4 +94,4 @@ def _sum_centre(args: list[Tensor]) -> tuple[Tensor, Tensor | None]:
     c = exact.to(args[0].dtype)
     g = rounding.gamma(len(args) + 2, torch.float64)
     res = ((exact - c.double()).abs() + g * size) * (1.0 + 4.0 * g)
-    return c, rounding.up(res.to(args[0].dtype))
+    return c, rounding.up_cast(res, args[0].dtype)

@@ -188,9 +188,10 @@ def _affine_errors(net: BoundedNetwork, op: AffineOp, r: Tensor,
     """Return an affine op's error vector for input deviations ``r`` and a bound on its
     output's deviation, ``|W| r + v`` (rounded up)."""
     assert resid is not None
-    v = op.radius_error(r, resid)
+    wr = op.linear(r, absolute=True)
+    v = op.radius_error(r, wr, resid)
     g = 2.0 * net.gamma(op.inner[0] + 2)
-    return v, op.linear(r, absolute=True) * (1.0 + g) + v
+    return v, torch.addcmul(v, wr, wr.new_tensor(1.0 + g))
 
 
 def _graph_errors(net: BoundedNetwork, relax: Sequence[Relax], lo: Tensor, hi: Tensor,
@@ -215,9 +216,9 @@ def _graph_errors(net: BoundedNetwork, relax: Sequence[Relax], lo: Tensor, hi: T
             errs.append(r)
         elif isinstance(op, AddOp):
             resid = cent.resid[i]
-            r = ins[0] if resid is None else rounding.up(ins[0] + resid)
+            r = ins[0] if resid is None else rounding.up_sum(ins[0] + resid)
             for other in ins[1:]:
-                r = rounding.up(r + other)
+                r = rounding.up_sum(r + other)
             resid = torch.zeros_like(r) if resid is None else resid.expand_as(r)
             errs.append(torch.stack([r, resid], 2))
         else:

@@ -212,7 +212,8 @@ def relu_relax(lo: Tensor, hi: Tensor, split: Tensor | None, gamma: float, centr
     mag = torch.where(live, (hi - lo) + dev + shift.abs() + c_u.abs(), 0.0)
     split_box = torch.stack([torch.where(is_split, lo - c, 0.0),
                              torch.where(is_split, hi - lo, 0.0)], 2)
-    out_rad = rounding.up(torch.maximum(hi.clamp(min=0) - relu_c, relu_c - lo.clamp(min=0)))
+    out_rad = rounding.up_sum(torch.maximum(hi.clamp(min=0) - relu_c,
+                                             relu_c - lo.clamp(min=0)))
     return ReluRelax(fixed.unsqueeze(1), crown.unsqueeze(1), unstable.to(lo.dtype).unsqueeze(1),
                      slope_u.unsqueeze(1), sign, lo.unsqueeze(1), hi.unsqueeze(1),
                      torch.stack([icpt, shift, mag], 2),
@@ -238,7 +239,7 @@ def pool_relax(op: PoolOp, lo: Tensor, hi: Tensor, gamma: float, c_in: Tensor,
     dev = torch.maximum(hi - c_in, c_in - lo)
     dev = torch.cat([dev, lo.new_zeros((b, 1))], 1)[:, op.windows].amax(dim=2)
     win_mag = dev + top.abs() + shift.abs()
-    out_rad = rounding.up(torch.maximum(top, c_out - best_lo)).clamp(min=0)
+    out_rad = rounding.up_sum(torch.maximum(top, c_out - best_lo)).clamp(min=0)
     return PoolRelax(index.unsqueeze(1), exact.unsqueeze(1), top.unsqueeze(1),
                      shift.unsqueeze(1), win_mag.unsqueeze(2), out_rad, gamma)
 

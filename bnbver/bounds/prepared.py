@@ -110,46 +110,54 @@ class AffineOp:
         kappa = self.kappa_fwd if forward else self.kappa
         return kappa * (self.linear(m, absolute=True) + self.abs_bias) + self.const_error(m)
 
-    def radius_error(self, r: Tensor, resid: Tensor) -> Tensor:
+    def radius_error(self, r: Tensor, abs_wr: Tensor, resid: Tensor) -> Tensor:
         """Return ``v`` (N, n_out) of the centred form: ``|a| . v`` bounds the rounding and
         weight error of ``a W`` times a deviation ``|g - c| <= r`` (N, n_in) from the input's
         centre, plus the residual ``resid`` of the output's centre (:meth:`centre`):
-        ``v = kappa |W| r + E r + resid``."""
-        out = self.kappa * self.linear(r, absolute=True) + resid
+        ``v = kappa |W| r + E r + resid``, given ``abs_wr = |W| r`` (the caller needs it
+        too)."""
+        out = torch.addcmul(resid, abs_wr, abs_wr.new_tensor(self.kappa))
         if self.fold_err is not None:
             out = out + r @ self.fold_err.T
         return out
 
     def centre(self, c_in: Tensor) -> tuple[Tensor, Tensor]:
         """Return the output centre ``c`` (N, n_out) for an input centre ``c_in`` (N, n_in),
-        and ``res`` (N, n_out) with ``|W_true c_in + b_true - c| <= res``.
+        and ``res`` (N or 1, n_out) with ``|W_true c_in + b_true - c| <= res``.
 
         ``c`` is ``W* c_in + b*`` computed in float64 and rounded to nearest in the op's
-        dtype; ``res`` covers that rounding, the float64 products' own error
-        ``gamma_{n+2} (|W*| |c_in| + |b*|)`` and the IR's recorded errors, rounded up.
+        dtype; ``res`` covers that rounding, the float64 product's own error
+        ``gamma_{n+2} (|W*| |c_in| + |b*|)`` and the IR's recorded errors
+        (:attr:`centre_error`), rounded up.
         """
         assert self.exact is not None
-        w64, b64, w_err, b_err = self.exact
+        w64, b64 = self.exact[0], self.exact[1]
         x = c_in.double()
-        f = self._product(x, w64) + b64
-        # |W*| |x| <= max|x| * (row sums of |W*|): a cheap bound on what gamma multiplies.
-        size = x.abs().amax(dim=1, keepdim=True) * self.exact_rowsum + b64.abs()
-        c = f.to(self.bias.dtype)
-        g = rounding.gamma(self.inner[0] + 2, torch.float64)
-        res = (f - c.double()).abs() + (g + w_err) * size + b_err
+        f = torch.addmm(b64, x, w64.T) if self.conv is None else self._conv(x, w64) + b64
+        scale, base = self.centre_error
+        # One max|c_in| for the batch: the term is of float64's rounding size.
+        res = torch.addcmul(base, torch.maximum(x.max(), -x.min()), scale).unsqueeze(0)
         if self.fold_err is not None:
-            res = res + x.abs() @ self.fold_err.double().T
-        res = res * (1.0 + 4.0 * g)
-        return c, rounding.up(res.to(self.bias.dtype))
+            res = rounding.up(res + x.abs() @ self.fold_err.double().T)
+        dtype = self.bias.dtype
+        if dtype == torch.float64:
+            return f, res
+        c = f.to(dtype)
+        return c, rounding.up_cast(res + (f - c.double()).abs(), dtype)
 
     @cached_property
-    def exact_rowsum(self) -> Tensor:
-        """(n_out,) float64 row sums of ``|W*|``, rounded up."""
+    def centre_error(self) -> tuple[Tensor, Tensor]:
+        """``(scale, base)`` (n_out,) float64 with ``res >= scale max|c_in| + base`` bounding
+        the float64 product's rounding and the IR's errors: with ``g = gamma_{n+2}``,
+        ``|W*| |x| <= max|x| rowsum(|W*|)``, so ``scale = (g + w_err) rowsum(|W*|)`` and
+        ``base = (g + w_err) |b*| + e_b*``, both enlarged by ``1 + 8g`` (``g`` is at least
+        ``2u``) for their own rounding and the two of ``base + max|c_in| scale``."""
         assert self.exact is not None
-        w64 = self.exact[0]
-        ones = w64.new_ones((1, self.in_size))
+        w64, b64, w_err, b_err = self.exact
         g = rounding.gamma(self.inner[0] + 2, torch.float64)
-        return self._product(ones, w64.abs())[0] * (1.0 + 2.0 * g)
+        rowsum = self._product(w64.new_ones((1, self.in_size)), w64.abs())[0]
+        grow = (g + w_err) * (1.0 + 8.0 * g)
+        return grow * rowsum, grow * b64.abs() + b_err * (1.0 + 8.0 * g)
 
     def _product(self, x: Tensor, weight: Tensor) -> Tensor:
         if self.conv is None:

@@ -76,6 +76,22 @@ def up(t: Tensor) -> Tensor:
     return torch.nan_to_num(out, nan=math.inf, posinf=math.inf, neginf=-math.inf)
 
 
+def up_sum(t: Tensor) -> Tensor:
+    """Return :func:`up` of ``t``, a rounded sum or difference, keeping exact zeros.
+
+    A floating-point sum is 0 only when it is exactly 0 (gradual underflow makes tiny sums
+    exact), so a 0 needs no ulp; moving it up would make it the smallest subnormal, and
+    products with subnormals are many times slower on CPUs.
+    """
+    return torch.where(t == 0, t, up(t))
+
+
+def up_cast(t: Tensor, dtype: torch.dtype) -> Tensor:
+    """Return a bound in ``dtype`` at least the non-negative bound ``t`` (any dtype); an
+    exact 0 stays 0 (no subnormal, see :func:`up_sum`)."""
+    return torch.where(t == 0, 0.0, up(t.to(dtype)))
+
+
 def outward(lo64: Tensor, hi64: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
     """Round float64 bounds to ``dtype`` outwards: the rounded interval contains the original
     (a cast rounds to nearest, which can move a bound inwards)."""
@@ -94,7 +110,7 @@ def box_magnitude(lo: Tensor, hi: Tensor) -> Tensor:
 
 def enclosing_radius(lo: Tensor, hi: Tensor, center: Tensor) -> Tensor:
     """Return r with ``[center - r, center + r]`` containing ``[lo, hi]`` in real arithmetic."""
-    return up(torch.maximum(hi - center, center - lo))
+    return up_sum(torch.maximum(hi - center, center - lo))
 
 
 def strict_matmul(device: torch.device, dtype: torch.dtype) -> None:
