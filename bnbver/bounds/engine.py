@@ -52,6 +52,7 @@ from bnbver.bounds.linear import (
 )
 from bnbver.bounds.optimize import Optimized, initial_alpha, initial_beta, optimize
 from bnbver.bounds.prepared import AddOp, AffineOp, BoundedNetwork, PoolOp, ReluOp
+from bnbver.bounds.rowpack import open_pairs, pack, unpack
 from bnbver.bounds.types import (
     FORWARD_MODES,
     INTERMEDIATE_MODES,
@@ -426,9 +427,11 @@ def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
                     options: BoundsOptions, deadline: float | None) -> Optimized:
     """Run alpha(-beta)-CROWN on the margins, warm-started from the batch's state.
 
-    Rows that every node's parent has already proven (bound > 0: the child inherits it) are
-    left out of the optimisation: deep in a search most disjuncts are settled and only one
-    or two rows still need work. Their results are the parent's bounds and parameters.
+    Rows a node's parent has already proven (bound > 0: the child inherits it) are left out
+    of the optimisation: deep in a search most disjuncts are settled and only one or two rows
+    still need work. Each node's own open rows are optimised as packed (node, row) pairs
+    (:mod:`bnbver.bounds.rowpack`) when that pays, else the rows some parent has open. The
+    rows left out keep the parent's bounds and parameters.
     """
     start, lin0 = final_start(net, inter.errs, inter.cent)
     b, r = batch.batch_size, net.num_rows
@@ -442,6 +445,14 @@ def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
     if options.method == "beta":
         warm = None if state is None else state.beta
         beta0 = initial_beta(relax, net.relu_slots, b, r, warm)
+    parent_rows = None if state is None else state.row_lower
+    pairs = None if parent_rows is None else open_pairs(parent_rows)
+    if pairs is not None:
+        assert parent_rows is not None
+        p = pack(pairs, lin0, batch.lower, batch.upper, relax, inter.errs, alpha0, beta0)
+        part = optimize(net, start, p.lin0, p.lo, p.hi, p.relax, p.errs, p.alpha0, p.beta0,
+                        options, deadline)
+        return unpack(pairs, part, parent_rows, alpha0, beta0, batch.lower.shape[1])
     rows = _open_rows(state)
     if rows is None:
         return optimize(net, start, lin0, batch.lower, batch.upper, relax, inter.errs,
@@ -459,7 +470,7 @@ def _open_rows(state: NodeState | None) -> Tensor | None:
     """Return the rows some parent has not proven, or None when all rows are needed."""
     if state is None or state.row_lower is None:
         return None
-    open_rows = (state.row_lower <= 0).any(dim=0)
+    open_rows = (~(state.row_lower > 0)).any(dim=0)
     if bool(open_rows.all()) or not bool(open_rows.any()):
         return None
     return open_rows.nonzero().flatten()

@@ -193,11 +193,11 @@ class _Part:
         return _Part(keep if self.nodes is None else self.nodes[keep],
                      Linear(cut(self.lin0.a), cut(self.lin0.bias), cut(self.lin0.err)),
                      self.lo[keep], self.hi[keep],
-                     [_cut_relax(rx, cut) for rx in self.relax],
+                     [cut_relax(rx, cut) for rx in self.relax],
                      [None if e is None else cut(e) for e in self.errs])
 
 
-def _cut_relax(rx: Relax, cut: Callable[[Tensor], Tensor]) -> Relax:
+def cut_relax(rx: Relax, cut: Callable[[Tensor], Tensor]) -> Relax:
     """Return ``rx`` with every node-indexed tensor cut (a fresh memo)."""
     values = {f.name: getattr(rx, f.name) for f in fields(rx) if f.name != "memo"}
     return type(rx)(**{k: cut(v) if isinstance(v, Tensor) else v  # type: ignore[arg-type]
