@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from bnbver.bounds import BoundsOptions, bound_batch, ibp, prepare
 from bnbver.bounds.interval import clamp_splits
 from bnbver.errors import InputError
+from bnbver.network import Conv2d, Dense, Flatten, Network
 from tests.bounds_cases import (
     SAMPLE_TOL,
     Node,
@@ -91,6 +92,32 @@ def test_prepared_forward_and_conv_adjoint(builder) -> None:
         torch.testing.assert_close(lhs, rhs)
         np.testing.assert_allclose(op.linear(u).numpy(), op.conv.forward(u.numpy())
                                    - op.conv.flat_bias(), atol=1e-10)
+
+
+@settings(max_examples=40, deadline=None)
+@given(size=st.integers(3, 8), k=st.integers(1, 4), stride=st.integers(1, 3),
+       pads=st.tuples(*[st.integers(0, 2)] * 4), symmetric=st.booleans(),
+       seed=st.integers(0, 1000))
+def test_conv_backward_is_the_adjoint_for_every_geometry(size: int, k: int, stride: int,
+                                                         pads: tuple[int, ...],
+                                                         symmetric: bool, seed: int) -> None:
+    """``a W`` of a convolution (torch's padded transposed convolution where its shape fits,
+    the padded-then-cropped one elsewhere) is the adjoint of ``W x``."""
+    if symmetric:
+        pads = (pads[0], pads[1], pads[0], pads[1])
+    if size + pads[0] + pads[2] < k or size + pads[1] + pads[3] < k:
+        return
+    rng = np.random.default_rng(seed)
+    conv = Conv2d(rng.normal(size=(3, 2, k, k)), rng.normal(size=3), (stride, stride), pads,
+                  (2, size, size + 1))
+    net_ir = Network((conv, Flatten(conv.out_size), Dense(rng.normal(size=(2, conv.out_size)),
+                                                          np.zeros(2))), (2, size, size + 1))
+    op = prepare(net_ir, np.eye(2), np.zeros(2)).ops[0]
+    u = torch.tensor(rng.normal(size=(3, op.in_size)))
+    a = torch.tensor(rng.normal(size=(3, 2, op.out_size)))
+    lhs = (a * op.linear(u).unsqueeze(1)).sum(2)
+    rhs = (op.backward(a) * u.unsqueeze(1)).sum(2)
+    torch.testing.assert_close(lhs, rhs, rtol=1e-10, atol=1e-10)
 
 
 def test_contradictory_split_is_infeasible() -> None:

@@ -200,13 +200,35 @@ class AffineOp:
         c_in, h, w = self.conv.in_shape
         pt, pl, pb, pr = self.conv.padding
         g = a.reshape(n * r, c_out, h_out, w_out)
-        # Transposed convolution in padded coordinates, then drop the padding; torch's own
-        # ``padding`` argument would also crop input rows that the last window still reads
-        # when the stride does not divide the padded size.
+        crop = self._transposed_crop
+        if crop is not None:
+            out = F.conv_transpose2d(g, self.weight, stride=self.conv.stride,
+                                     padding=(pt, pl), output_padding=crop)
+            return out.reshape(n, r, c_in * h * w)
+        # Transposed convolution in padded coordinates, then drop the padding.
         full = F.conv_transpose2d(g, self.weight, stride=self.conv.stride)
         full = F.pad(full, (0, w + pl + pr - full.shape[3], 0, h + pt + pb - full.shape[2]))
         full = full[:, :, pt:pt + h, pl:pl + w]
         return full.reshape(n, r, c_in * h * w)
+
+    @cached_property
+    def _transposed_crop(self) -> tuple[int, int] | None:
+        """The ``output_padding`` that makes torch's padded transposed convolution return
+        exactly the input's shape, or None where it cannot (asymmetric padding, or input
+        rows past the last window's reach beyond what ``output_padding < stride`` adds):
+        torch's ``padding`` alone would drop the input rows that the last window still
+        reads when the stride does not divide the padded size."""
+        assert self.conv is not None
+        pt, pl, pb, pr = self.conv.padding
+        if pt != pb or pl != pr:
+            return None
+        _, h_out, w_out = self.conv.out_shape
+        _, h, w = self.conv.in_shape
+        (sh, sw), (kh, kw) = self.conv.stride, self.weight.shape[2:]
+        extra = (h - ((h_out - 1) * sh - 2 * pt + kh), w - ((w_out - 1) * sw - 2 * pl + kw))
+        if not (0 <= extra[0] < sh and 0 <= extra[1] < sw):
+            return None
+        return extra
 
     def rows(self, index: Tensor) -> tuple[Tensor, Tensor]:
         """Return the rows ``W[index]`` (K, n_in) and ``b[index]`` (K,)."""
