@@ -75,3 +75,16 @@ def test_conv_search_answers_match_the_oracle(seed: int, shift: float, precision
     assert abs(shift) > ORACLE_GAP
     res = verify(net, prop, timeout=30, split="relu", precision=precision)
     assert res.status.value == ("unsat" if shift < 0 else "sat"), res.status
+
+
+def test_child_iterations_default_by_network_kind() -> None:
+    """0 (auto) gives conv nets 10 steps per child and dense nets ``iterations``; an explicit
+    count wins everywhere, and children never get more steps than ``iterations`` by auto."""
+    from bnbver.bab.bounding import CONV_CHILD_ITERATIONS, child_iterations
+    from tests.bounds_cases import conv_net, dense_net
+
+    conv, dense = conv_net(0), dense_net(0, 3, 4, 1, 2)
+    assert child_iterations(0, 20, conv) == CONV_CHILD_ITERATIONS == 10
+    assert child_iterations(0, 5, conv) == 5
+    assert child_iterations(0, 20, dense) == 20
+    assert child_iterations(7, 20, conv) == 7 and child_iterations(7, 20, dense) == 7

@@ -38,6 +38,8 @@ def _one_error(argv: list[str], capsys: pytest.CaptureFixture[str], *needles: st
     (["--record", "/nonexistent-dir-bnbver/t.jsonl"], ["--record"]),
     (["--option", "precision=float16"], ["error: precision: must be auto, float32 or float64"]),
     (["--option", "root_precision=half"], ["error: root_precision: must be float64 or same"]),
+    (["--option", "child_iterations=-1"], ["error: iterations/child_iterations: must be >= 0"]),
+    (["--option", "iterations=-3"], ["error: iterations/child_iterations: must be >= 0"]),
 ])
 def test_issue_18_verify_refuses_bad_options(extra: list[str], needles: list[str],
                                              capsys: pytest.CaptureFixture[str]) -> None:

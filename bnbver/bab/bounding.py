@@ -196,6 +196,22 @@ def _compute_dtype(precision: str, network: Network, device: str) -> torch.dtype
     return None
 
 
+#: alpha/beta steps of a ReLU child's bound on a convolutional network, by default.
+CONV_CHILD_ITERATIONS = 10
+
+
+def child_iterations(value: int, iterations: int, network: Network) -> int:
+    """Return the alpha/beta steps of a ReLU-split child's bound: ``value``, or for 0 (auto)
+    :data:`CONV_CHILD_ITERATIONS` on convolutional networks (where a step is a backward pass
+    through every convolution and the count rests on nodes per second) and ``iterations``
+    on the others."""
+    if value > 0:
+        return value
+    if any(isinstance(layer, Conv2d) for layer in network.layers):
+        return min(CONV_CHILD_ITERATIONS, iterations)
+    return iterations
+
+
 def _crown_work(net: BoundedNetwork) -> float:
     """Return an upper estimate of a root CROWN pass's multiply-adds: every ReLU neuron's
     rows through every affine op (a convolution costs its kernel at every output position)."""
@@ -278,13 +294,25 @@ class NodeBounder:
                 certify=certify)
         else:
             self.child_opts = BoundsOptions(
-                method=child_method, iterations=iterations, device=device, dtype=dtype,
+                method=child_method, device=device, dtype=dtype,
+                iterations=child_iterations(getattr(options, "child_iterations", 0),
+                                            iterations, network),
                 relu_coeffs=wants_coeffs, row_linear=self.clip,
                 intermediate=("crown" if relu_interm == "alpha" else relu_interm),
                 optimize_intermediate=relu_interm == "alpha",
                 seed_beta=getattr(options, "seed_beta", True), certify=certify)
-        self.cheap_opts = replace(self.child_opts, method="crown", relu_coeffs=False,
-                                  certify=False)
+        # FSB's lookahead bounds each candidate's children at their parent's alpha and beta
+        # (no optimisation step: one backward pass and the new split's seed), so a score
+        # compares children as the search would start them; plain CROWN, far below a
+        # beta-CROWN parent, made every candidate tie at the parent's bound.
+        warm = self.child_opts.method in ("alpha", "beta")
+        self.look_opts = replace(self.child_opts, method=self.child_opts.method if warm
+                                  else "crown", iterations=0, relu_coeffs=False,
+                                  row_linear=False, certify=False,
+                                  intermediate=("inherit" if warm
+                                                else self.child_opts.intermediate),
+                                  optimize_intermediate=False, seed_beta=False)
+        self.warm_lookahead = warm
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device
         # A float32 search takes its root's bounds in float64: children inherit the root's
@@ -747,12 +775,18 @@ class NodeBounder:
                 child_masks[layer][2 * i, unit] = -1
                 child_masks[layer][2 * i + 1, unit] = 1
             batch = NodeBatch(lo.index_select(0, node), up.index_select(0, node),
-                              tuple(child_masks), state.take(node).without_optimizer_state())
-            res = bound_batch(self.net, batch, self.cheap_opts)
+                              tuple(child_masks), self._lookahead_state(state, node))
+            res = bound_batch(self.net, batch, self.look_opts)
             lb = torch.where(res.infeasible, torch.inf, self._node_bounds(res.row_lower))
             return lb[0::2], lb[1::2]
 
         return evaluate
+
+    def _lookahead_state(self, state: NodeState, node: torch.Tensor) -> NodeState:
+        """Return the parents' states per candidate child: with their alpha and beta for a
+        warm lookahead, else the bounds alone."""
+        taken = state.take(node)
+        return taken if self.warm_lookahead else taken.without_optimizer_state()
 
     # -------------------------------------------------------------------- leaves
     def decide_by_milp(self, node: Node, time_limit: float) -> MilpVerdict:

@@ -55,7 +55,11 @@ class BabOptions:
             for the split kind).
         batch_size: parent nodes popped per round (children bounded: twice as many).
         root_method / child_method: bounds method at the root and for children.
-        iterations: alpha/beta optimisation steps per bound call.
+        iterations: alpha/beta optimisation steps per bound call (the root's; a ReLU child's
+            unless ``child_iterations`` says otherwise).
+        child_iterations: alpha/beta steps of a ReLU-split child's bound; 0 (auto): 10 on
+            convolutional networks, ``iterations`` on the others (results/README.md,
+            "Session 10").
         device: torch device of the bounds ("cpu" or "cuda").
         precision: "auto" (float32 for convolutional networks, else the device default:
             float64 on the CPU), "float32" or "float64"; counterexamples are always checked
@@ -125,6 +129,7 @@ class BabOptions:
     root_method: str = "alpha"
     child_method: str = "beta"
     iterations: int = 20
+    child_iterations: int = 0
     device: str = "cpu"
     precision: str = "auto"
     root_precision: str = "float64"
