@@ -218,3 +218,52 @@ def test_last_rounds_pop_only_the_parents_that_fit() -> None:
     assert _batch_that_fits(256, 0.05, 30.0, 0.1) == 0           # not one parent: stop
     assert _batch_that_fits(256, -1.0, 0.0, 0.0) == 0
     assert _batch_that_fits(8, 20.0, 30.0, 0.1) == 8
+
+
+def _disjunct_instance(seed: int, hidden: list[int], offsets: list[float]):
+    """Three one-row disjuncts ``c_j y >= t_j``, each ``t_j`` the exact maximum of ``c_j y``
+    plus an offset (negative: that disjunct is reachable)."""
+    rng = np.random.default_rng(seed)
+    net = random_relu_net(rng, [2, *hidden, 4], scale=1.5)
+    box = InputBox(-np.ones(2), np.ones(2))
+    disjuncts, violated = [], False
+    for off in offsets:
+        c = rng.normal(size=4)
+        best, _ = max_linear_output(net, c, box.lower, box.upper)
+        disjuncts.append(HalfSpaces([-c], [-(best + off)]))
+        violated |= best >= best + off
+    return net, Property(box, UnsafeSet(tuple(disjuncts))), violated
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), hidden=st.lists(st.integers(3, 5), min_size=1,
+                                                    max_size=2),
+       offsets=st.lists(st.sampled_from([-0.05, 0.03, 0.2]), min_size=3, max_size=3))
+def test_one_root_per_open_disjunct_matches_oracle(seed: int, hidden: list[int],
+                                                   offsets: list[float]) -> None:
+    net, prop, violated = _disjunct_instance(seed, hidden, offsets)
+    opts = BabOptions(split="relu", batch_size=8, iterations=5, disjunct_roots=True)
+    result = run_bab(net, prop, opts, deadline=time.monotonic() + 60)
+    assert result.status is (Status.VIOLATED if violated else Status.HOLDS)
+    if violated:
+        assert validate_counterexample(net, prop, result.counterexample.x) is not None
+
+
+def test_by_disjunct_gives_each_open_disjunct_its_own_node() -> None:
+    """Each copy keeps its own disjunct's rows and counts the others as proven; copies
+    exist only for the disjuncts the root leaves open, and their bounds are sound."""
+    from bnbver.bab.bounding import NodeBounder
+
+    net, prop, _ = _disjunct_instance(5, [5, 5], [0.03, 0.03, 0.03])
+    bounder = NodeBounder(net, prop, BabOptions(split="relu", iterations=5), "relu")
+    root = bounder.bound_root(prop.box.lower, prop.box.upper)
+    open_k = np.flatnonzero(~(root.disjunct_bounds > 0))
+    assert open_k.size >= 2
+    copies = bounder.by_disjunct(root)
+    assert len(copies) == open_k.size
+    for k, copy in zip(open_k, copies, strict=True):
+        per = copy.disjunct_bounds
+        assert np.isinf(np.delete(per, k)).all() and np.isfinite(per[k])
+        assert per[k] >= root.disjunct_bounds[k] - 1e-12  # warm-started from the root
+        assert per[k] <= 0.03 + 1e-9  # the disjunct's exact minimum margin is its offset
+        assert copy.lower_bound == per[k]

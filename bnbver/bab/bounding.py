@@ -462,6 +462,39 @@ class NodeBounder:
             out.append(np.abs(c[0].double().cpu().numpy()) * area)
         return tuple(out)
 
+    def by_disjunct(self, root: BoundedChild, deadline: float | None = None
+                    ) -> list[BoundedChild]:
+        """Return the open root as one node per disjunct it leaves open, each responsible for
+        its own disjunct only (the others count as proven there: a sibling covers them).
+
+        The property holds on the root's box iff every disjunct is excluded there, so the
+        copies together decide exactly what the root does. In one node for all disjuncts a
+        subtree must close each of them, and the splits that close one are repeated under
+        every leaf of the splits that closed another; a node per disjunct branches on what
+        its own disjunct needs. The copies are re-bounded at once from the root's state (its
+        alpha and beta warm-start each copy's own rows), so each gets its own branching
+        coefficients. ReLU splits only; not in a certified search (the proof tree has one
+        root).
+        """
+        if (self.kind != "relu" or root.state is None or root.disjunct_bounds is None
+                or self.root_opts.certify):
+            return [root]
+        open_k = np.flatnonzero(~(root.disjunct_bounds > 0))
+        if open_k.size < 2:
+            return [root]
+        k = int(open_k.size)
+        zero = torch.zeros(k, dtype=torch.long, device=self.device)
+        state = root.state.single().take(zero)
+        assert state.row_lower is not None
+        mine = torch.as_tensor(open_k, device=self.device).unsqueeze(1) == self._disj
+        rows = torch.where(mine, state.row_lower, torch.full_like(state.row_lower,
+                                                                  torch.inf))
+        box = (np.repeat(root.lower[None], k, axis=0), np.repeat(root.upper[None], k, axis=0))
+        batch = NodeBatch(*self._box_tensors(*box),
+                          tuple(m.index_select(0, zero) for m in root.state.masks),
+                          replace(state, row_lower=rows))
+        return self._bound_subset(box, batch, [root.splits] * k, deadline)
+
     def bound_children(self, parents: list[Node], decisions: list[Any],
                        deadline: float | None = None) -> list[BoundedChild]:
         """Branch every parent by its decision and bound all children in one call.

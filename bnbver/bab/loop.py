@@ -120,6 +120,9 @@ class BabOptions:
             certified search.
         nogood_learn: children per round whose reduced split sets are re-bounded from the
             root to learn nogoods.
+        disjunct_roots: with ReLU splits, a root that leaves several disjuncts of the
+            property open becomes one node per open disjunct, each searched for its own
+            (``NodeBounder.by_disjunct``); off in a certified search.
     """
 
     split: str = "auto"
@@ -156,6 +159,7 @@ class BabOptions:
     certify: str = "off"
     nogoods: bool = False
     nogood_learn: int = 64
+    disjunct_roots: bool = False
 
 
 @dataclass
@@ -385,8 +389,13 @@ def _start(s: _Search) -> Result | None:
     s.stats.bound_calls += 1
     s.stats.add_time("root_bounds", time.monotonic() - t0)
     s.root_disjuncts = root.disjunct_bounds
+    roots = [root]
+    if s.options.disjunct_roots and not root.infeasible and not root.lower_bound > 0:
+        t0 = time.monotonic()
+        roots = s.bounder.by_disjunct(root, s.deadline)
+        s.stats.add_time("root_bounds", time.monotonic() - t0)
     s.last_log = time.monotonic()
-    return _prune(s, [root], [None])
+    return _prune(s, roots, [None] * len(roots))
 
 
 def _batch_that_fits(batch_size: int, left: float, round_time: float,
