@@ -42,6 +42,11 @@ def build_configs() -> dict[str, dict[str, Any]]:
         out[f"relu-nogoods-{prec}"] = {
             "split": "relu", "nogoods": True, "milp_max_unstable": 0, "stall_rounds": 0,
             "precision": "float64" if prec == "f64" else "float32", **NO_ATTACK}
+    for prec in ("f64", "f32"):  # one root per open disjunct, closed by bounds alone
+        out[f"relu-disjunct-roots-{prec}"] = {
+            "split": "relu", "disjunct_roots": True, "milp_max_unstable": 0,
+            "stall_rounds": 0, "precision": "float64" if prec == "f64" else "float32",
+            **NO_ATTACK}
     out["input-noclip"] = {"split": "input", "clip": False}
     out["input-crown-intermediate"] = {"split": "input", "input_intermediate": "crown"}
     out["input-forward-f32"] = {"split": "input", "input_intermediate": "forward",
