@@ -338,6 +338,12 @@ class Network:
         return int(np.prod(self.input_shape))
 
     @cached_property
+    def has_conv(self) -> bool:
+        """True when some layer is a convolution (where the bounds' costs are convolutions:
+        the defaults for float32 and for the steps per child follow it)."""
+        return any(isinstance(layer, Conv2d) for layer in self.layers)
+
+    @cached_property
     def is_chain(self) -> bool:
         """True when every layer reads the output of the layer before it."""
         return self.inputs == chain_inputs(len(self.layers))

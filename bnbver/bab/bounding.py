@@ -43,7 +43,7 @@ from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import dual_proof, fixed_node_relaxation, lp_lower_bound
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
 from bnbver.milp import MilpVerdict, decide_milp
-from bnbver.network import Conv2d, Network
+from bnbver.network import Network
 from bnbver.spec import InputBox, Property
 from bnbver.splits import Split, SplitSet, split_masks
 
@@ -191,7 +191,7 @@ def _compute_dtype(precision: str, network: Network, device: str) -> torch.dtype
         return torch.float64
     if precision == "float32":
         return torch.float32
-    if device == "cpu" and any(isinstance(layer, Conv2d) for layer in network.layers):
+    if device == "cpu" and network.has_conv:
         return torch.float32
     return None
 
@@ -207,7 +207,7 @@ def child_iterations(value: int, iterations: int, network: Network) -> int:
     on the others."""
     if value > 0:
         return value
-    if any(isinstance(layer, Conv2d) for layer in network.layers):
+    if network.has_conv:
         return min(CONV_CHILD_ITERATIONS, iterations)
     return iterations
 
@@ -312,7 +312,6 @@ class NodeBounder:
                                   intermediate=("inherit" if warm
                                                 else self.child_opts.intermediate),
                                   optimize_intermediate=False, seed_beta=False)
-        self.warm_lookahead = warm
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device
         # A float32 search takes its root's bounds in float64: children inherit the root's
@@ -819,7 +818,7 @@ class NodeBounder:
         """Return the parents' states per candidate child: with their alpha and beta for a
         warm lookahead, else the bounds alone."""
         taken = state.take(node)
-        return taken if self.warm_lookahead else taken.without_optimizer_state()
+        return taken if self.look_opts.method != "crown" else taken.without_optimizer_state()
 
     # -------------------------------------------------------------------- leaves
     def decide_by_milp(self, node: Node, time_limit: float) -> MilpVerdict:

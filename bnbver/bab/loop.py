@@ -29,7 +29,7 @@ from bnbver.bab.node import Frontier, Node
 from bnbver.bab.proof import ProofBuilder
 from bnbver.bab.record import TreeRecorder
 from bnbver.check.format import ProofFile
-from bnbver.network import Conv2d, Network
+from bnbver.network import Network
 from bnbver.result import Certificate, Leaf, Result, Stats, Status, validate_counterexample
 from bnbver.spec import Property
 from bnbver.splits import SplitSet
@@ -222,9 +222,8 @@ def choose_split_kind(network: Network, options: BabOptions) -> str:
     """Return "input" or "relu" for ``options.split`` == "auto" (or the forced kind)."""
     if options.split in ("relu", "input"):
         return options.split
-    has_conv = any(isinstance(layer, Conv2d) for layer in network.layers)
     small = network.input_size <= options.input_split_max_dim
-    return "input" if small and not has_conv else "relu"
+    return "input" if small and not network.has_conv else "relu"
 
 
 def run_bab(network: Network, prop: Property, options: BabOptions, deadline: float,

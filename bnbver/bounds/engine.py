@@ -52,7 +52,7 @@ from bnbver.bounds.linear import (
 )
 from bnbver.bounds.optimize import Optimized, initial_alpha, initial_beta, optimize
 from bnbver.bounds.prepared import AddOp, AffineOp, BoundedNetwork, PoolOp, ReluOp
-from bnbver.bounds.rowpack import open_pairs, pack, unpack
+from bnbver.bounds.rowpack import Problem, open_rows, unpack
 from bnbver.bounds.types import (
     FORWARD_MODES,
     INTERMEDIATE_MODES,
@@ -429,9 +429,9 @@ def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
 
     Rows a node's parent has already proven (bound > 0: the child inherits it) are left out
     of the optimisation: deep in a search most disjuncts are settled and only one or two rows
-    still need work. Each node's own open rows are optimised as packed (node, row) pairs
-    (:mod:`bnbver.bounds.rowpack`) when that pays, else the rows some parent has open. The
-    rows left out keep the parent's bounds and parameters.
+    still need work. Each node's own open rows are optimised as packed (node, row) pairs when
+    that pays, else the rows some parent has open (:mod:`bnbver.bounds.rowpack`). The rows
+    left out keep the parent's bounds and parameters.
     """
     start, lin0 = final_start(net, inter.errs, inter.cent)
     b, r = batch.batch_size, net.num_rows
@@ -445,63 +445,20 @@ def _optimized_rows(net: BoundedNetwork, batch: NodeBatch, inter: Intermediate,
     if options.method == "beta":
         warm = None if state is None else state.beta
         beta0 = initial_beta(relax, net.relu_slots, b, r, warm)
+    problem = Problem(lin0, batch.lower, batch.upper, relax, inter.errs, alpha0, beta0)
     parent_rows = None if state is None else state.row_lower
-    pairs = None if parent_rows is None else open_pairs(parent_rows)
-    if pairs is not None:
-        assert parent_rows is not None
-        p = pack(pairs, lin0, batch.lower, batch.upper, relax, inter.errs, alpha0, beta0)
-        part = optimize(net, start, p.lin0, p.lo, p.hi, p.relax, p.errs, p.alpha0, p.beta0,
-                        options, deadline)
-        return unpack(pairs, part, parent_rows, alpha0, beta0, batch.lower.shape[1])
-    rows = _open_rows(state)
-    if rows is None:
-        return optimize(net, start, lin0, batch.lower, batch.upper, relax, inter.errs,
-                        alpha0, beta0, options, deadline)
-    sub = Linear(lin0.a[:, rows], lin0.bias[:, rows], lin0.err[:, rows])
-    part = optimize(net, start, sub, batch.lower, batch.upper, relax, inter.errs,
-                    [a[:, rows] for a in alpha0],
-                    None if beta0 is None else [None if t is None else t[:, rows]
-                                                for t in beta0], options, deadline)
-    assert state is not None and state.row_lower is not None
-    return _widen(part, rows, state.row_lower, alpha0, beta0, batch.lower.shape[1])
+    sel = None if parent_rows is None else open_rows(parent_rows)
+    if sel is None:
+        return _optimize(net, start, problem, options, deadline)
+    assert parent_rows is not None
+    part = _optimize(net, start, sel.pack(problem), options, deadline)
+    return unpack(sel, part, parent_rows, alpha0, beta0, batch.lower.shape[1])
 
 
-def _open_rows(state: NodeState | None) -> Tensor | None:
-    """Return the rows some parent has not proven, or None when all rows are needed."""
-    if state is None or state.row_lower is None:
-        return None
-    open_rows = (~(state.row_lower > 0)).any(dim=0)
-    if bool(open_rows.all()) or not bool(open_rows.any()):
-        return None
-    return open_rows.nonzero().flatten()
-
-
-def _widen(part: Optimized, rows: Tensor, parent_rows: Tensor, alpha0: Sequence[Tensor],
-           beta0: Sequence[Tensor | None] | None, n_in: int) -> Optimized:
-    """Put the optimised rows back among the parent's (proven) ones."""
-    lower = parent_rows.clone()
-    lower[:, rows] = part.lower
-    coeffs = part.lower.new_zeros((lower.shape[0], lower.shape[1], n_in))
-    coeffs[:, rows] = part.coeffs
-    const = parent_rows.clone()
-    const[:, rows] = part.const
-    alpha = []
-    for full, new in zip(alpha0, part.alpha, strict=True):
-        out = full.detach().clone()
-        out[:, rows] = new
-        alpha.append(out)
-    beta: list[Tensor | None] | None = None
-    if beta0 is not None and part.beta is not None:
-        beta = []
-        for full_b, new_b in zip(beta0, part.beta, strict=True):
-            if full_b is None or new_b is None:
-                beta.append(None)
-                continue
-            out = full_b.detach().clone()
-            out[:, rows] = new_b
-            beta.append(out)
-    return Optimized(lower, tuple(alpha), None if beta is None else tuple(beta), coeffs,
-                     const)
+def _optimize(net: BoundedNetwork, start: int, p: Problem, options: BoundsOptions,
+              deadline: float | None) -> Optimized:
+    return optimize(net, start, p.lin0, p.lo, p.hi, p.relax, p.errs, p.alpha0, p.beta0,
+                    options, deadline)
 
 
 @dataclass(frozen=True, eq=False)

@@ -1,20 +1,22 @@
-"""Optimise each node's own open rows: every open (node, row) pair as a one-row entry.
+"""Which margin rows an optimisation carries: the ones a node's parent has not proven.
 
-A child inherits the margin rows its parent proved, so deep in a search each node has only a
-few rows left, but which ones differs from node to node: the union over a batch is much
-larger than any node's own share (three times on sri_resnet_a's nine-row robustness
-properties). Optimising the union does every node's work on every row of it; packing gives
-each open (node, row) pair its own entry of the batch, with the node's box, relaxation and
-error vectors and the row's coefficients, parameters and warm start, so the backward passes
-cost one row per open pair. The results go back to their (node, row) places; the rows a
-parent proved keep its bound (the child's set is a subset of the parent's).
+A child inherits the margin rows its parent proved (bound > 0; the child's set is a subset
+of the parent's), so deep in a search each node has only a few rows left to optimise. Two
+selections, both putting their results back among the parent's proven rows afterwards:
 
-Shapes: B nodes, R rows, P open pairs.
+- :class:`Columns`: the rows some node of the batch has open, for every node (no copies);
+- :class:`Pairs`: each open (node, row) pair as its own one-row entry of the batch, with the
+  node's box, relaxation and error vectors and the row's coefficients and warm start. Which
+  rows are open differs from node to node, so the union is often much larger than any node's
+  own share (three times on sri_resnet_a's nine-row robustness properties); pairs then cost
+  one row's backward pass per open pair.
+
+Shapes: B nodes, R rows, P open pairs, R' open columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -22,9 +24,44 @@ from torch import Tensor
 from bnbver.bounds.linear import ErrorVectors, Linear, Relax
 from bnbver.bounds.optimize import Optimized, cut_relax
 
-#: Pack when the open pairs are at most this share of the (node, row) entries the union of
-#: the batch's open rows would optimise (packing copies each pair's node data once).
+#: Pack pairs when they are at most this share of the (node, row) entries the union of the
+#: batch's open rows would optimise (packing copies each pair's node data once).
 PACK_SHARE = 0.75
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """What an optimisation runs on: the starting bound, boxes, relaxations, error vectors
+    and the warm start, one entry per node (or per pair)."""
+
+    lin0: Linear
+    lo: Tensor
+    hi: Tensor
+    relax: Sequence[Relax]
+    errs: ErrorVectors
+    alpha0: list[Tensor]
+    beta0: list[Tensor | None] | None
+
+
+@dataclass(frozen=True, eq=False)
+class Columns:
+    """The rows ``rows`` (R',) some node of the batch has open, kept for every node."""
+
+    rows: Tensor
+
+    def pick(self, t: Tensor) -> Tensor:
+        """Return ``t`` (1 or B, R, ...) at the open rows, (1 or B, R', ...)."""
+        return t[:, self.rows]
+
+    def pack(self, p: Problem) -> Problem:
+        """Return ``p`` with the open rows only (the node data stays as it is)."""
+        return _select(p, self.pick, None)
+
+    def put(self, full: Tensor, part: Tensor) -> Tensor:
+        """Return a copy of ``full`` (B, R, ...) with the open rows from ``part`` (B, R', ...)."""
+        out = full.detach().clone()
+        out[:, self.rows] = part.to(out.dtype)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -34,17 +71,20 @@ class Pairs:
     node: Tensor
     row: Tensor
 
-    def rows(self, t: Tensor) -> Tensor:
+    def pick(self, t: Tensor) -> Tensor:
         """Return ``t`` (1 or B, R, ...) at the pairs, as (P, 1, ...)."""
         if t.shape[0] == 1:
             return t[0].index_select(0, self.row).unsqueeze(1)
         return t[self.node, self.row].unsqueeze(1)
 
-    def nodes(self, t: Tensor, batch: int) -> Tensor:
-        """Return ``t`` at the pairs' nodes when it has a node dimension (B, ...), else ``t``."""
-        if t.dim() > 0 and t.shape[0] == batch:
-            return t.index_select(0, self.node)
-        return t
+    def pack(self, p: Problem) -> Problem:
+        """Return the problem of the pairs: node data taken per pair, row data per pair."""
+        b = p.lo.shape[0]
+
+        def nodes(t: Tensor) -> Tensor:
+            return t.index_select(0, self.node) if t.dim() > 0 and t.shape[0] == b else t
+
+        return _select(p, self.pick, nodes)
 
     def put(self, full: Tensor, part: Tensor) -> Tensor:
         """Return a copy of ``full`` (B, R, ...) with the pairs' entries from ``part``
@@ -54,59 +94,53 @@ class Pairs:
         return out
 
 
-def open_pairs(parent_rows: Tensor) -> Pairs | None:
-    """Return the batch's open pairs (a row its parent has not proven: bound not > 0, NaN
-    included) when packing them pays against optimising the union of open rows, else None."""
+Selection = Columns | Pairs
+
+
+def open_rows(parent_rows: Tensor) -> Selection | None:
+    """Return the rows to optimise given the parents' bounds (B, R): a row is open when its
+    bound is not > 0 (NaN included). Pairs when they pay against the union of open rows,
+    else the union's columns, else None (every row is open somewhere, or none is)."""
     open_ = ~(parent_rows > 0)
-    union = int(open_.any(dim=0).sum())
-    pairs = open_.nonzero()
-    if pairs.shape[0] == 0 or pairs.shape[0] > PACK_SHARE * parent_rows.shape[0] * union:
+    union = open_.any(dim=0)
+    n_union = int(union.sum())
+    if n_union == 0:
         return None
-    return Pairs(pairs[:, 0], pairs[:, 1])
+    pairs = open_.nonzero()
+    if pairs.shape[0] <= PACK_SHARE * parent_rows.shape[0] * n_union:
+        return Pairs(pairs[:, 0], pairs[:, 1])
+    if n_union == parent_rows.shape[1]:
+        return None
+    return Columns(union.nonzero().flatten())
 
 
-@dataclass(frozen=True, eq=False)
-class PackedProblem:
-    """An optimisation problem over the P pairs (each one node's box and one row)."""
-
-    lin0: Linear
-    lo: Tensor
-    hi: Tensor
-    relax: list[Relax]
-    errs: ErrorVectors
-    alpha0: list[Tensor]
-    beta0: list[Tensor | None] | None
-
-
-def pack(pairs: Pairs, lin0: Linear, lo: Tensor, hi: Tensor, relax: Sequence[Relax],
-         errs: ErrorVectors, alpha0: Sequence[Tensor],
-         beta0: Sequence[Tensor | None] | None) -> PackedProblem:
-    """Return the problem of the pairs: node data taken per pair, row data per pair."""
-    b = lo.shape[0]
-
-    def cut(t: Tensor) -> Tensor:
-        return pairs.nodes(t, b)
-
-    return PackedProblem(
-        Linear(pairs.rows(lin0.a), pairs.rows(lin0.bias.unsqueeze(2)).squeeze(2),
-               pairs.rows(lin0.err.unsqueeze(2)).squeeze(2)),
-        lo.index_select(0, pairs.node), hi.index_select(0, pairs.node),
-        [cut_relax(rx, cut) for rx in relax], [None if e is None else cut(e) for e in errs],
-        [pairs.rows(t) for t in alpha0],
-        None if beta0 is None else [None if t is None else pairs.rows(t) for t in beta0])
+def _select(p: Problem, pick: Callable[[Tensor], Tensor],
+            nodes: Callable[[Tensor], Tensor] | None) -> Problem:
+    """Return ``p`` with its row data ``pick``-ed and, unless ``nodes`` is None, its node
+    data taken by ``nodes``."""
+    relax, errs, lo, hi = p.relax, p.errs, p.lo, p.hi
+    if nodes is not None:
+        relax = [cut_relax(rx, nodes) for rx in relax]
+        errs = [None if e is None else nodes(e) for e in errs]
+        lo, hi = nodes(lo), nodes(hi)
+    return Problem(
+        Linear(pick(p.lin0.a), pick(p.lin0.bias.unsqueeze(2)).squeeze(-1),
+               pick(p.lin0.err.unsqueeze(2)).squeeze(-1)),
+        lo, hi, relax, errs, [pick(t) for t in p.alpha0],
+        None if p.beta0 is None else [None if t is None else pick(t) for t in p.beta0])
 
 
-def unpack(pairs: Pairs, part: Optimized, parent_rows: Tensor, alpha0: Sequence[Tensor],
+def unpack(sel: Selection, part: Optimized, parent_rows: Tensor, alpha0: Sequence[Tensor],
            beta0: Sequence[Tensor | None] | None, n_in: int) -> Optimized:
-    """Return the whole batch's result: the pairs' optimised rows in their places, every other
-    row the parent's proven bound (coefficients 0: the bound ``0 x + parent's bound``)."""
-    lower = pairs.put(parent_rows.unsqueeze(2), part.lower.unsqueeze(2)).squeeze(2)
-    const = pairs.put(parent_rows.unsqueeze(2), part.const.unsqueeze(2)).squeeze(2)
-    coeffs = pairs.put(part.coeffs.new_zeros((*parent_rows.shape, n_in)), part.coeffs)
-    alpha = tuple(pairs.put(full, new) for full, new in zip(alpha0, part.alpha, strict=True))
+    """Return the whole batch's result: the optimised rows in their places, every other row
+    the parent's proven bound (coefficients 0: the bound ``0 x + parent's bound``) and its
+    parameters."""
+    lower = sel.put(parent_rows.unsqueeze(2), part.lower.unsqueeze(2)).squeeze(2)
+    const = sel.put(parent_rows.unsqueeze(2), part.const.unsqueeze(2)).squeeze(2)
+    coeffs = sel.put(part.coeffs.new_zeros((*parent_rows.shape, n_in)), part.coeffs)
+    alpha = tuple(sel.put(full, new) for full, new in zip(alpha0, part.alpha, strict=True))
     beta: tuple[Tensor | None, ...] | None = None
     if beta0 is not None and part.beta is not None:
-        beta = tuple(None if full is None or new is None else pairs.put(full, new)
+        beta = tuple(None if full is None or new is None else sel.put(full, new)
                      for full, new in zip(beta0, part.beta, strict=True))
     return Optimized(lower, alpha, beta, coeffs, const)
-
