@@ -18,9 +18,21 @@ from hypothesis import strategies as st
 
 from bnbver.bab.loop import BabOptions, run_bab
 from bnbver.bounds import BoundsOptions, NodeState, bound_batch, prepare
+from bnbver.driver import verify
 from bnbver.io.loaders import load_network, load_properties
 from bnbver.result import Status, validate_counterexample
-from tests.bounds_cases import check_sound, dense_net, make_batch, nodes_in_box, random_spec
+from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
+from tests.bounds_cases import (
+    SAMPLE_TOL,
+    check_sound,
+    dense_net,
+    feasible_samples,
+    make_batch,
+    nodes_in_box,
+    random_spec,
+)
+from tests.graph_cases import conv_resnet
+from tests.oracle import max_linear_output_milp
 from tests.test_bab import _instance
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -108,3 +120,80 @@ def test_bundled_instances_on_gpu(net: str, prop: str, expected: Status) -> None
     result = bnbver.verify(network, props, timeout=120, device="cuda",
                            source_path=EXAMPLES / net)
     assert result.status is expected, result.message
+
+
+def _resnet_case(seed: int, n_splits: int):  # type: ignore[no-untyped-def]
+    """Return a tiny conv ResNet (identity and projection shortcuts), a 4-row spec, 4 split
+    nodes in one box, and a parent state whose rows differ by node (packed rows)."""
+    net_ir = conv_resnet(np.random.default_rng(seed), channels=2, size=4)
+    C, d = random_spec(seed, net_ir.num_outputs, 4)
+    nodes = nodes_in_box(net_ir, seed, 4, n_splits, width=0.4)
+    return net_ir, C, d, nodes
+
+
+def _resnet_bounds(net_ir, C, d, nodes, device: str, dtype: torch.dtype):  # type: ignore[no-untyped-def]
+    """Alpha at the parent, then beta on children whose parents proved all but one row each
+    (so the rows are packed as (node, row) pairs), on ``device`` in ``dtype``."""
+    net = prepare(net_ir, C, d, BoundsOptions(device=device, dtype=dtype))
+    parent = bound_batch(net, make_batch(nodes), BoundsOptions(
+        method="alpha", iterations=10, device=device, dtype=dtype))
+    s = parent.state
+    open_ = torch.zeros_like(parent.row_lower, dtype=torch.bool)
+    open_[torch.arange(len(nodes)), torch.arange(len(nodes)) % open_.shape[1]] = True
+    rows = torch.where(open_, parent.row_lower.clamp(max=0.0),
+                       torch.ones_like(parent.row_lower))
+    warm = NodeState(s.lower, s.upper, s.relu_slots, rows, s.alpha, s.beta)
+    child = bound_batch(net, make_batch(nodes, warm), BoundsOptions(
+        method="beta", iterations=10, device=device, dtype=dtype))
+    return parent, child, open_.cpu()
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), n_splits=st.integers(0, 5))
+def test_resnet_float64_gpu_bounds_equal_cpu(seed: int, n_splits: int) -> None:
+    """The DAG path (residual joins, transposed convolutions, packed rows) computes the same
+    float64 bounds on the GPU as on the CPU."""
+    net_ir, C, d, nodes = _resnet_case(seed, n_splits)
+    cpu = _resnet_bounds(net_ir, C, d, nodes, "cpu", torch.float64)
+    gpu = _resnet_bounds(net_ir, C, d, nodes, "cuda", torch.float64)
+    np.testing.assert_allclose(gpu[0].row_lower.cpu().numpy(), cpu[0].row_lower.numpy(),
+                               rtol=1e-6, atol=1e-6)
+    open_ = cpu[2]
+    np.testing.assert_allclose(gpu[1].row_lower.cpu()[open_].numpy(),
+                               cpu[1].row_lower[open_].numpy(), rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=8, deadline=None)
+@given(seed=st.integers(0, 10_000), n_splits=st.integers(0, 5))
+def test_resnet_float32_gpu_bounds_sound(seed: int, n_splits: int) -> None:
+    """float32 bounds of a conv ResNet on the GPU hold on every sampled feasible point."""
+    net_ir, C, d, nodes = _resnet_case(seed, n_splits)
+    parent, child, open_ = _resnet_bounds(net_ir, C, d, nodes, "cuda", torch.float32)
+    for b, node in enumerate(nodes):
+        x = feasible_samples(net_ir, node.lo, node.hi, node.masks, node.x0, seed + b)
+        if x.shape[0] == 0:
+            continue
+        margins = net_ir.forward(x) @ C.T - d
+        if not bool(parent.infeasible[b]):
+            assert np.all(margins >= parent.row_lower[b].cpu().numpy() - SAMPLE_TOL)
+        if not bool(child.infeasible[b]):
+            ok = open_[b].numpy()
+            assert np.all(margins[:, ok] >= child.row_lower[b].cpu().numpy()[ok] - SAMPLE_TOL)
+
+
+@pytest.mark.parametrize("precision", ["auto", "float64"])
+def test_conv_resnet_bab_on_gpu_matches_oracle(precision: str) -> None:
+    """A conv ResNet (35 ReLUs): sat and unsat around the MILP oracle's maximum, on the GPU."""
+    rng = np.random.default_rng(32)
+    net = conv_resnet(rng, channels=1, size=3)
+    box = InputBox(-0.5 * np.ones(9), 0.5 * np.ones(9))
+    c = rng.normal(size=2)
+    best = max_linear_output_milp(net, c, box.lower, box.upper)
+    for gap, expect in ((0.05, Status.HOLDS), (-0.05, Status.VIOLATED)):
+        prop = Property(box, UnsafeSet((HalfSpaces(-c[None], np.array([-(best + gap)])),)),
+                        "p")
+        res = verify(net, prop, timeout=60, split="relu", device="cuda", precision=precision)
+        assert res.status is expect, (gap, res.message)
+        if expect is Status.VIOLATED:
+            assert res.counterexample is not None
+            assert float(c @ net.forward(res.counterexample.x)) >= best - 0.05 - 1e-9
