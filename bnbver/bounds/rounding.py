@@ -39,6 +39,7 @@ TF32, reduced-precision reductions and FFT/Winograd convolutions wherever bounds
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -64,15 +65,39 @@ def gamma(n: int, dtype: torch.dtype) -> float:
     return math.nextafter(nu / (1.0 - nu), math.inf) * (1.0 + 1e-12)
 
 
+class _NextAfter(torch.autograd.Function):
+    """``torch.nextafter`` whose derivative is the identity (one ulp moves the value, not its
+    slope). Older torch builds (2.11 among them) define no derivative for ``nextafter``,
+    and the optimised bounds differentiate through every rounded-outward result."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor, towards: Tensor) -> Tensor:
+        return torch.nextafter(t, towards)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
+        return grad, None
+
+
+def next_after(t: Tensor, towards: float) -> Tensor:
+    """Return ``t`` moved one ulp towards ``towards`` (a float, +-inf in practice),
+    differentiable with slope 1 on every torch build."""
+    target = t.new_full((), towards)
+    if t.requires_grad:
+        out: Tensor = _NextAfter.apply(t, target)  # type: ignore[no-untyped-call]
+        return out
+    return torch.nextafter(t, target)
+
+
 def down(t: Tensor) -> Tensor:
     """Return ``t`` moved one ulp towards -inf (NaN becomes -inf): a rounded-down result."""
-    out = torch.nextafter(t, t.new_full((), -math.inf))
+    out = next_after(t, -math.inf)
     return torch.nan_to_num(out, nan=-math.inf, posinf=math.inf, neginf=-math.inf)
 
 
 def up(t: Tensor) -> Tensor:
     """Return ``t`` moved one ulp towards +inf (NaN becomes +inf): a rounded-up result."""
-    out = torch.nextafter(t, t.new_full((), math.inf))
+    out = next_after(t, math.inf)
     return torch.nan_to_num(out, nan=math.inf, posinf=math.inf, neginf=-math.inf)
 
 
@@ -98,8 +123,8 @@ def outward(lo64: Tensor, hi64: Tensor, dtype: torch.dtype) -> tuple[Tensor, Ten
     lo, hi = lo64.to(dtype), hi64.to(dtype)
     if dtype == torch.float64:
         return lo, hi
-    lo = torch.where(lo.double() > lo64, torch.nextafter(lo, torch.full_like(lo, -math.inf)), lo)
-    hi = torch.where(hi.double() < hi64, torch.nextafter(hi, torch.full_like(hi, math.inf)), hi)
+    lo = torch.where(lo.double() > lo64, next_after(lo, -math.inf), lo)
+    hi = torch.where(hi.double() < hi64, next_after(hi, math.inf), hi)
     return lo, hi
 
 
