@@ -8,16 +8,14 @@ export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import torch, numpy, highspy, onnx, onnxruntime; print(torch.__version__, torch.cuda.is_available(), numpy.__version__, onnxruntime.__version__)"
 lscpu | grep -E "Model name|^CPU\(s\)"
-git log --oneline -1 2>/dev/null || true
 suite() {  # NAME CSV JOBS: every instance at 120 s on the GPU, JOBS at once
+  (sleep 90; nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv) &
   timeout 300 python3 -m bnbver.cli run-suite .gpubench/$1/$2 --out $OUT/$1_gpu.csv \
     --max-timeout 120 --jobs $3 --option device=cuda > $OUT/$1_gpu.log 2>&1
 }
 (timeout 240 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py > $OUT/gpu_tests.log 2>&1; echo "gpu tests rc $?" >> $OUT/gpu_tests.log) &
 suite sri_resnet_a open15.csv 15
-nvidia-smi --query-gpu=memory.used --format=csv
 wait
 tail -3 $OUT/gpu_tests.log
 suite oval21 first15.csv 15
-nvidia-smi --query-gpu=memory.used --format=csv
 cut -d, -f2-5,7,9 $OUT/*_gpu.csv
