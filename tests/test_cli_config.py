@@ -20,6 +20,7 @@ CONFIGS = {"acasxu.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
            "mnist_fc.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
            "mnist_fc_milp.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
            "sri_resnet_a.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
+           "oval21.toml": ["run-suite", "instances.csv", "--out", "r.csv"],
            "certify_mnist.toml": ["certify"]}
 
 

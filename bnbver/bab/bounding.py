@@ -27,6 +27,7 @@ import torch
 from bnbver.bab.branching import BranchContext, uses_relu_coeffs
 from bnbver.bab.node import Node
 from bnbver.bab.nogoods import Nogoods, zero_multiplier_splits
+from bnbver.bab.storage import StoredState
 from bnbver.bounds import (
     BoundResult,
     BoundsOptions,
@@ -62,12 +63,15 @@ ROOT_PROBE_WORK = 1e10
 class Payload:
     """The per-node data the bounder keeps: split masks and where its engine state lives.
 
-    The state stays in the batch it was computed in (``batch_state``, row ``index``):
-    taking one row per node cost more than the bounding itself on small networks.
+    The state stays with the batch it was computed in (``batch_state``, row ``index``):
+    taking one row per node cost more than the bounding itself on small networks. The
+    batch's open nodes share one copy of their rows (:func:`_open_payloads`), so closed
+    siblings free theirs, with alpha and beta of their open margin rows only
+    (:class:`~bnbver.bab.storage.StoredState`).
 
     Attributes:
-        batch_masks: per ReLU layer (B, n_l) split states of the whole batch.
-        batch_state: the engine state of the whole batch the node was bounded in.
+        batch_masks: per ReLU layer (B', n_l) split states of the batch's open nodes.
+        batch_state: the engine state of the batch's open nodes.
         index: the node's row in ``batch_masks`` and ``batch_state``.
         input_coeffs: (1, n_in) input coefficients of the worst row, or None.
         relu_coeffs: per ReLU layer (1, n_l) coefficients of the ReLU outputs in the worst
@@ -75,7 +79,7 @@ class Payload:
     """
 
     batch_masks: tuple[torch.Tensor, ...]
-    batch_state: NodeState
+    batch_state: NodeState | StoredState
     index: int
     input_coeffs: torch.Tensor | None = None
     relu_coeffs: tuple[torch.Tensor, ...] | None = None
@@ -123,6 +127,33 @@ def gather_states(payloads: list[Payload]) -> NodeState:
     inverse = torch.empty(len(order), dtype=torch.long)
     inverse[torch.tensor(order)] = torch.arange(len(order))
     return stacked.take(inverse)
+
+
+def _open_payloads(masks: tuple[torch.Tensor, ...], result: BoundResult,
+                   keep: np.ndarray) -> list[Payload | None]:
+    """Return each node's payload (None where it closed), the open ones sharing one copy of
+    their rows of the batch's masks, state and coefficients: a payload holds its batch's
+    tensors alive, so payloads of the whole batch kept the closed nodes' alpha and beta (all
+    rows of every ReLU layer) in memory as long as one sibling stayed open. Alpha and beta
+    are kept for the open margin rows alone (:class:`~bnbver.bab.storage.StoredState`)."""
+    rows = np.flatnonzero(keep)
+    if rows.size == 0:
+        return [None] * keep.size
+    state, coeffs, relu = result.state, result.input_coeffs, result.relu_coeffs
+    if rows.size < keep.size:
+        idx = torch.as_tensor(rows, dtype=torch.long)
+        masks = tuple(m.index_select(0, idx.to(m.device)) for m in masks)
+        state = state.take(idx)
+        if coeffs is not None:
+            coeffs = coeffs.index_select(0, idx.to(coeffs.device))
+        if relu is not None:
+            relu = tuple(r.index_select(0, idx.to(r.device)) for r in relu)
+    stored = StoredState.pack(state)
+    out: list[Payload | None] = [None] * keep.size
+    for i, b in enumerate(rows):
+        out[b] = Payload(masks, stored, i, None if coeffs is None else coeffs[i:i + 1],
+                         None if relu is None else tuple(r[i:i + 1] for r in relu))
+    return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -332,6 +363,7 @@ class NodeBounder:
         self.nogood_learn = int(getattr(options, "nogood_learn", 64))
         self.nogood_counts = {"learned": 0, "closed": 0, "implied": 0}
         self._root: tuple[NodeBatch, NodeState, SplitSet] | None = None
+        self._root_box: Box | None = None
 
     # ------------------------------------------------------------------ bounding
     def bound_root(self, lower: np.ndarray, upper: np.ndarray,
@@ -350,6 +382,9 @@ class NodeBounder:
         batch = NodeBatch(*self._box_tensors(*box), masks, None)
         result = self._root_bounds(batch, deadline)
         self._root = (batch, result.state, splits)
+        self._root_box = (box[0][0].copy(), box[1][0].copy())
+        for corner in self._root_box:  # shared by every node with the root's box
+            corner.flags.writeable = False
         root = self._children(box, batch, result, [splits], self.root_opts.method)[0]
         mode = getattr(self.options, "tighten", "none")
         tighten_end = time.monotonic() + getattr(self.options, "tighten_time", 30.0)
@@ -636,14 +671,12 @@ class NodeBounder:
         out = []
         fresh = self._fresh(result, None if batch.state is None else batch.state.row_lower)
         interm = self._interm_proofs(result) if result.interm_duals else None
+        keep = ~(infeasible | (node_lb > 0) | clipped)
+        payloads = _open_payloads(batch.splits, result, keep)
+        node_lo, node_up = self._node_boxes(lo, up)
         for b in range(batch.batch_size):
-            keep = not (infeasible[b] or node_lb[b] > 0 or clipped[b])
-            payload = Payload(
-                batch.splits, result.state, b,
-                None if coeffs is None else coeffs[b:b + 1],
-                None if result.relu_coeffs is None else tuple(
-                    r[b:b + 1] for r in result.relu_coeffs)) if keep else None
-            out.append(BoundedChild(lo[b], up[b], splits[b], float(node_lb[b]),
+            payload = payloads[b]
+            out.append(BoundedChild(node_lo[b], node_up[b], splits[b], float(node_lb[b]),
                                     bool(infeasible[b] or clipped[b]), cands[b],
                                     bool(exhausted[b]),
                                     "clip" if clipped[b] and not infeasible[b] else method,
@@ -653,6 +686,18 @@ class NodeBounder:
                                     self._clip_nus(result, b) if shrunk[b] else None,
                                     self._claims(result, b, fresh)))
         return out
+
+    def _node_boxes(self, lo: np.ndarray, up: np.ndarray
+                    ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Return each node's box corners: the root's own arrays where the box is the root's
+        (every ReLU-split node's), else its row of ``lo``/``up``. A row is a view that keeps
+        the whole batch's (B, n_in) arrays alive as long as the node or its leaf lives."""
+        if self._root_box is None:
+            return list(lo), list(up)
+        r_lo, r_up = self._root_box
+        same = np.all(lo == r_lo, axis=1) & np.all(up == r_up, axis=1)
+        return ([r_lo if same[b] else lo[b] for b in range(lo.shape[0])],
+                [r_up if same[b] else up[b] for b in range(up.shape[0])])
 
     def _clip_nus(self, result: BoundResult, b: int) -> np.ndarray | None:
         """Return (R, sum n_l) coefficients of every row of node b (optimised rows only)."""
