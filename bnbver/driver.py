@@ -179,6 +179,9 @@ def validate_bab_options(bab: Any) -> None:
         raise InputError("attack_nodes/attack_share",
                          f"need attack_nodes >= 0 and 0 <= attack_share <= 1, got "
                          f"{bab.attack_nodes} and {bab.attack_share}")
+    if bab.root_interm_layers < -1:
+        raise InputError("root_interm_layers",
+                         f"must be -1 (auto), 0 or a count of layers, got {bab.root_interm_layers}")
     if bab.iterations < 0 or bab.child_iterations < 0:
         raise InputError("iterations/child_iterations",
                          f"must be >= 0, got {bab.iterations} and {bab.child_iterations}")

@@ -66,6 +66,12 @@ class BabOptions:
             in float64.
         root_precision: "float64" (a float32 search bounds its root in float64, and its
             children inherit those intermediate bounds) or "same".
+        root_interm_layers: how many of the last layers' intermediate bounds the root
+            alpha-optimises: -1 (auto) every layer where the estimated cost fits in a share
+            of the time limit, else the longest run of last layers that fits (the last
+            layers' bounds are the loosest and feed the margins); 0 none; k the last k
+            (every layer when k is at least their number). A certified search optimises
+            every layer or none.
         memory_cap: open nodes beyond which the frontier goes depth-first.
         jobs: processes sharing the search (``bnbver.bab.parallel``): a count, or "auto"
             (the cores available, once the search has run long enough to pay for them;
@@ -136,6 +142,7 @@ class BabOptions:
     device: str = "cpu"
     precision: str = "auto"
     root_precision: str = "float64"
+    root_interm_layers: int = -1
     memory_cap: int = 200_000
     jobs: int | str = "auto"
     milp_max_unstable: int = 8

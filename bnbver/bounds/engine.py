@@ -243,7 +243,8 @@ def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tenso
     appended to it as ``(slot, index, lower, upper)``.
     """
     lo, hi = box
-    if not (options.optimize_intermediate and options.method in ("alpha", "beta")):
+    if not (options.optimize_intermediate and options.method in ("alpha", "beta")
+            and slot >= options.optimize_from):
         return crown_slot(net, slot, index, lo, hi, relax, errs, cent)
     start, lin0 = slot_start(net, slot, index, errs, cent)
     layers = [s for s in net.relu_slots if s < slot]
@@ -324,7 +325,8 @@ def _per_node_pays(net: BoundedNetwork, slot: int, need: Tensor, index: Tensor,
     """
     if need.shape[0] < 2 or not index.numel():
         return False
-    if options.optimize_intermediate and options.method in ("alpha", "beta"):
+    if (options.optimize_intermediate and options.method in ("alpha", "beta")
+            and slot >= options.optimize_from):
         return False
     op = net.ops[net.producer(slot)]
     if not isinstance(op, AffineOp) or op.conv is not None:

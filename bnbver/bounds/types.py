@@ -72,6 +72,9 @@ class BoundsOptions:
             Networks with max pooling fall back to ``"crown"``.
         optimize_intermediate: alpha-optimise the intermediate bounds too (the root, or any
             batch whose intermediate bounds are recomputed); costly, best for the root.
+        optimize_from: with ``optimize_intermediate``, only slots from this index on are
+            optimised, the earlier ones keep CROWN's bounds (a root that cannot afford
+            every layer optimises the last ones, nearest the margins).
         relu_coeffs: also return, per ReLU layer, the coefficient of each ReLU output in the
             final bound of each node's worst row (one extra backward pass; for BaBSR).
         row_linear: also return each row's final linear lower bound ``(A, c)`` in terms of
@@ -94,6 +97,7 @@ class BoundsOptions:
     lr_decay: float = 0.98
     intermediate: str = "inherit"
     optimize_intermediate: bool = False
+    optimize_from: int = 0
     relu_coeffs: bool = False
     row_linear: bool = False
     seed_beta: bool = True
