@@ -254,31 +254,6 @@ def _crown_work(net: BoundedNetwork) -> float:
     return per_row * float(sum(net.relu_sizes))
 
 
-def _root_suffix(net: BoundedNetwork, crown: NodeState, rows: int, seconds: float,
-                 iterations: int, budget: float) -> int | None:
-    """Return the first slot of the longest run of last slots whose alpha-optimised
-    intermediate bounds fit in ``budget`` seconds (0: every slot), or None when not even the
-    last one does. The last layers' bounds are the loosest and feed the margins directly; a
-    slot's neurons cost, per optimisation step, a backward pass over the affine ops before
-    it, priced from the CROWN pass that took ``seconds`` (its unstable neurons, twice, and
-    the ``rows`` margin rows through the whole net)."""
-    per_op = [float(op.weight.numel()) * (1 if op.conv is None else
-                                          op.conv.out_shape[1] * op.conv.out_shape[2])
-              if isinstance(op, AffineOp) else 0.0 for op in net.ops]
-    reach = np.cumsum(per_op)
-    work = []
-    for s in range(len(crown.lower)):
-        unstable = int(((crown.lower[s] < 0) & (crown.upper[s] > 0)).sum())
-        work.append(2.0 * unstable * float(reach[max(net.producer(s), 0)]))
-    final = rows * float(reach[-1])
-    unit = seconds / max(sum(work) + final, 1.0)
-    steps = ROOT_STEP_COST * (iterations + 1)
-    for first in range(len(work)):
-        if steps * unit * (sum(work[first:]) + final) <= budget:
-            return first
-    return None
-
-
 def stack_rows(prop: Property) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (C_all (R, m), d_all (R,), disjunct index (R,)) over all disjuncts.
 
@@ -433,10 +408,9 @@ class NodeBounder:
         """Return the root's bounds, alpha-optimising its intermediate bounds only when
         affordable: one CROWN pass is timed first, and if ``iterations + 1`` optimisation
         steps of ``ROOT_STEP_COST`` such passes do not fit in ``ROOT_SHARE`` of the time left,
-        the root optimises the intermediate bounds of the longest run of last layers that
-        fits (:func:`_root_suffix`; on sri_resnet_a every layer would take about 6 minutes
-        on one CPU core), or none, keeping CROWN's and optimising its final rows only
-        (``root_interm_layers`` overrides the choice). A
+        the root keeps CROWN's intermediate bounds and optimises only its final rows (on
+        sri_resnet_a the optimised root would take about 6 minutes on one CPU core;
+        ``root_interm_layers=k`` optimises the last k layers' whatever the time). A
         float32 search computes them on the float64 network (``root_net``) and optimises its
         final rows in float32 on the inherited intermediate bounds."""
         inherit = replace(self.root_opts, optimize_intermediate=False, intermediate="inherit")
@@ -464,12 +438,9 @@ class NodeBounder:
         t0 = time.monotonic()
         crown = bound_batch(net, batch, replace(opts, method="crown", relu_coeffs=False,
                                                 row_linear=False, optimize_intermediate=False))
-        seconds = time.monotonic() - t0
-        budget = ROOT_SHARE * max(deadline - t0, 0.0) - seconds
-        first = _root_suffix(net, crown.state, int(crown.row_lower.shape[1]), seconds,
-                             opts.iterations, budget)
-        if opts.certify and first is not None and first > 0:
-            first = None  # certificates carry every optimised layer or none
+        cost = (time.monotonic() - t0) * ROOT_STEP_COST * (opts.iterations + 1)
+        fits = time.monotonic() + cost <= t0 + ROOT_SHARE * max(deadline - t0, 0.0)
+        first = 0 if fits else None
         return self._suffix_pass(net, opts, batch, first, deadline, crown.state)
 
     @staticmethod

@@ -68,10 +68,8 @@ class BabOptions:
             children inherit those intermediate bounds) or "same".
         root_interm_layers: how many of the last layers' intermediate bounds the root
             alpha-optimises: -1 (auto) every layer where the estimated cost fits in a share
-            of the time limit, else the longest run of last layers that fits (the last
-            layers' bounds are the loosest and feed the margins); 0 none; k the last k
-            (every layer when k is at least their number). A certified search optimises
-            every layer or none.
+            of the time limit, else none; 0 none; k the last k (every layer when k is at
+            least their number; a certified search takes auto).
         memory_cap: open nodes beyond which the frontier goes depth-first.
         jobs: processes sharing the search (``bnbver.bab.parallel``): a count, or "auto"
             (the cores available, once the search has run long enough to pay for them;
