@@ -29,10 +29,13 @@ def _property(box: InputBox, c: np.ndarray, threshold: float) -> Property:
     return Property(box, UnsafeSet((HalfSpaces(-c[None], np.array([-threshold])),)), "p")
 
 
-def _check(net: Network, box: InputBox, c: np.ndarray, best: float, branching: str) -> None:
+def check_around_the_maximum(net: Network, box: InputBox, c: np.ndarray, best: float,
+                             branching: str = "babsr", **options: object) -> None:
+    """Verify ``c . y >= best +- GAP``: unsat just above the maximum, sat just below (with a
+    counterexample that reaches it), with ``options`` for ``verify``."""
     for gap, expect in ((GAP, Status.HOLDS), (-GAP, Status.VIOLATED)):
         res = verify(net, _property(box, c, best + gap), timeout=60, split="relu",
-                     branching=branching)
+                     branching=branching, **options)  # type: ignore[arg-type]
         assert res.status is expect, (gap, res.message)
         if expect is Status.VIOLATED:
             assert res.counterexample is not None
@@ -48,18 +51,22 @@ def test_issue_19_dense_residual_blocks_match_the_oracle(shortcut: str, branchin
     box = InputBox(-np.ones(3), np.ones(3))
     c = rng.normal(size=2)
     best = max_linear_output_milp(net, c, box.lower, box.upper)
-    _check(net, box, c, best, branching)
+    check_around_the_maximum(net, box, c, best, branching)
 
 
-def test_issue_19_conv_resnet_matches_the_oracle() -> None:
+def conv_resnet_case() -> tuple[Network, InputBox, np.ndarray, float]:
     """Two 3x3 convolutions plus an identity shortcut, then a strided block with a 1x1
-    projection shortcut (35 ReLUs): sat and unsat around the MILP oracle's maximum."""
+    projection shortcut (35 ReLUs), a box, an output direction and its exact maximum."""
     rng = np.random.default_rng(32)
     net = conv_resnet(rng, channels=1, size=3)
     box = InputBox(-0.5 * np.ones(9), 0.5 * np.ones(9))
     c = rng.normal(size=2)
-    best = max_linear_output_milp(net, c, box.lower, box.upper)
-    _check(net, box, c, best, "babsr")
+    return net, box, c, max_linear_output_milp(net, c, box.lower, box.upper)
+
+
+def test_issue_19_conv_resnet_matches_the_oracle() -> None:
+    """Sat and unsat around the MILP oracle's maximum of a tiny conv ResNet."""
+    check_around_the_maximum(*conv_resnet_case())
 
 
 def test_issue_19_babsr_sees_the_bias_of_a_residual_join() -> None:

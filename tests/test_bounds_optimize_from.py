@@ -25,7 +25,7 @@ from bnbver.driver import InputError, verify
 from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
 from tests.bounds_cases import check_sound, conv_net, dense_net, make_batch, nodes_in_box
 from tests.graph_cases import conv_resnet
-from tests.oracle import max_linear_output_milp
+from tests.test_bab_graph import check_around_the_maximum, conv_resnet_case
 
 ALPHA = BoundsOptions(method="alpha", iterations=8, optimize_intermediate=True)
 
@@ -83,19 +83,7 @@ def test_root_interm_layers_must_be_at_least_minus_one() -> None:
 
 @pytest.mark.parametrize("layers", [0, 1, 2])
 def test_search_with_the_last_layers_optimised_matches_the_oracle(layers: int) -> None:
-    rng = np.random.default_rng(32)
-    net = conv_resnet(rng, channels=1, size=3)
-    box = InputBox(-0.5 * np.ones(9), 0.5 * np.ones(9))
-    c = rng.normal(size=2)
-    best = max_linear_output_milp(net, c, box.lower, box.upper)
-    for gap, holds in ((0.05, True), (-0.05, False)):
-        prop = Property(box, UnsafeSet((HalfSpaces(-c[None], np.array([-(best + gap)])),)),
-                        "p")
-        res = verify(net, prop, timeout=60, split="relu", root_interm_layers=layers)
-        assert (res.status.value == "unsat") is holds, (gap, res.message)
-        if not holds:
-            assert res.counterexample is not None
-            assert float(c @ net.forward(res.counterexample.x)) >= best - 0.05 - 1e-9
+    check_around_the_maximum(*conv_resnet_case(), root_interm_layers=layers)
 
 
 def test_root_bound_of_an_explicit_suffix_holds() -> None:

@@ -18,10 +18,8 @@ from hypothesis import strategies as st
 
 from bnbver.bab.loop import BabOptions, run_bab
 from bnbver.bounds import BoundsOptions, NodeState, bound_batch, prepare
-from bnbver.driver import verify
 from bnbver.io.loaders import load_network, load_properties
 from bnbver.result import Status, validate_counterexample
-from bnbver.spec import HalfSpaces, InputBox, Property, UnsafeSet
 from tests.bounds_cases import (
     SAMPLE_TOL,
     check_sound,
@@ -32,8 +30,8 @@ from tests.bounds_cases import (
     random_spec,
 )
 from tests.graph_cases import conv_resnet
-from tests.oracle import max_linear_output_milp
 from tests.test_bab import _instance
+from tests.test_bab_graph import check_around_the_maximum, conv_resnet_case
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device here: the GPU path is tested where one is")
@@ -184,16 +182,4 @@ def test_resnet_float32_gpu_bounds_sound(seed: int, n_splits: int) -> None:
 @pytest.mark.parametrize("precision", ["auto", "float64"])
 def test_conv_resnet_bab_on_gpu_matches_oracle(precision: str) -> None:
     """A conv ResNet (35 ReLUs): sat and unsat around the MILP oracle's maximum, on the GPU."""
-    rng = np.random.default_rng(32)
-    net = conv_resnet(rng, channels=1, size=3)
-    box = InputBox(-0.5 * np.ones(9), 0.5 * np.ones(9))
-    c = rng.normal(size=2)
-    best = max_linear_output_milp(net, c, box.lower, box.upper)
-    for gap, expect in ((0.05, Status.HOLDS), (-0.05, Status.VIOLATED)):
-        prop = Property(box, UnsafeSet((HalfSpaces(-c[None], np.array([-(best + gap)])),)),
-                        "p")
-        res = verify(net, prop, timeout=60, split="relu", device="cuda", precision=precision)
-        assert res.status is expect, (gap, res.message)
-        if expect is Status.VIOLATED:
-            assert res.counterexample is not None
-            assert float(c @ net.forward(res.counterexample.x)) >= best - 0.05 - 1e-9
+    check_around_the_maximum(*conv_resnet_case(), device="cuda", precision=precision)
