@@ -47,6 +47,10 @@ def build_configs() -> dict[str, dict[str, Any]]:
             "split": "relu", "disjunct_roots": True, "milp_max_unstable": 0,
             "stall_rounds": 0, "precision": "float64" if prec == "f64" else "float32",
             **NO_ATTACK}
+    # the root's last layer alone alpha-optimised (optimize_from), closed by bounds alone
+    out["relu-root-last-layer-f32"] = {
+        "split": "relu", "root_interm_layers": 1, "milp_max_unstable": 0, "stall_rounds": 0,
+        "precision": "float32", **NO_ATTACK}
     out["input-noclip"] = {"split": "input", "clip": False}
     out["input-crown-intermediate"] = {"split": "input", "input_intermediate": "crown"}
     out["input-forward-f32"] = {"split": "input", "input_intermediate": "forward",
