@@ -243,6 +243,12 @@ def child_iterations(value: int, iterations: int, network: Network) -> int:
     return iterations
 
 
+def _crown_pass(net: BoundedNetwork, batch: NodeBatch, opts: BoundsOptions) -> NodeState:
+    """Return the state of a plain CROWN pass of ``batch`` (the root's timing probe)."""
+    return bound_batch(net, batch, replace(opts, method="crown", relu_coeffs=False,
+                                           row_linear=False, optimize_intermediate=False)).state
+
+
 def _crown_work(net: BoundedNetwork) -> float:
     """Return an upper estimate of a root CROWN pass's multiply-adds: every ReLU neuron's
     rows through every affine op (a convolution costs its kernel at every output position)."""
@@ -436,12 +442,10 @@ class NodeBounder:
                 or _crown_work(net) < ROOT_PROBE_WORK):
             return bound_batch(net, batch, opts, deadline)
         t0 = time.monotonic()
-        crown = bound_batch(net, batch, replace(opts, method="crown", relu_coeffs=False,
-                                                row_linear=False, optimize_intermediate=False))
+        crown = _crown_pass(net, batch, opts)
         cost = (time.monotonic() - t0) * ROOT_STEP_COST * (opts.iterations + 1)
         fits = time.monotonic() + cost <= t0 + ROOT_SHARE * max(deadline - t0, 0.0)
-        first = 0 if fits else None
-        return self._suffix_pass(net, opts, batch, first, deadline, crown.state)
+        return self._suffix_pass(net, opts, batch, 0 if fits else None, deadline, crown)
 
     @staticmethod
     def _suffix_pass(net: BoundedNetwork, opts: BoundsOptions, batch: NodeBatch,
@@ -451,11 +455,7 @@ class NodeBounder:
         alpha-optimised (None: none, the final rows alone on CROWN's bounds)."""
         if first is not None:
             return bound_batch(net, batch, replace(opts, optimize_from=first), deadline)
-        if crown is None:
-            crown = bound_batch(net, batch, replace(
-                opts, method="crown", relu_coeffs=False, row_linear=False,
-                optimize_intermediate=False)).state
-        state = crown.without_optimizer_state()
+        state = (crown or _crown_pass(net, batch, opts)).without_optimizer_state()
         return bound_batch(net, NodeBatch(batch.lower, batch.upper, batch.splits, state),
                            replace(opts, optimize_intermediate=False, intermediate="inherit"),
                            deadline)

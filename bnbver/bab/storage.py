@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from bnbver.bounds import NodeState
+from bnbver.bounds.rowpack import open_mask
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,7 +44,7 @@ class StoredState:
         rows = state.row_lower
         if state.alpha is None or rows is None:
             return state
-        open_ = ~(rows > 0)  # NaN counts as open
+        open_ = open_mask(rows)
         if bool(open_.all()):
             return state
         pair = torch.full(open_.shape, -1, dtype=torch.long, device=open_.device)

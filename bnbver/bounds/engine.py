@@ -232,6 +232,12 @@ def _graph_errors(net: BoundedNetwork, relax: Sequence[Relax], lo: Tensor, hi: T
 InterimProof = tuple[int, Tensor, tuple[Tensor, ...], tuple[Tensor, ...]]
 
 
+def _optimizes(options: BoundsOptions, slot: int) -> bool:
+    """True when ``slot``'s intermediate bounds are alpha-optimised (not plain CROWN)."""
+    return (options.optimize_intermediate and options.method in ("alpha", "beta")
+            and slot >= options.optimize_from)
+
+
 def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tensor, Tensor],
                  relax: Sequence[Relax], errs: ErrorVectors, cent: Centres,
                  options: BoundsOptions,
@@ -243,8 +249,7 @@ def _refine_slot(net: BoundedNetwork, slot: int, index: Tensor, box: tuple[Tenso
     appended to it as ``(slot, index, lower, upper)``.
     """
     lo, hi = box
-    if not (options.optimize_intermediate and options.method in ("alpha", "beta")
-            and slot >= options.optimize_from):
+    if not _optimizes(options, slot):
         return crown_slot(net, slot, index, lo, hi, relax, errs, cent)
     start, lin0 = slot_start(net, slot, index, errs, cent)
     layers = [s for s in net.relu_slots if s < slot]
@@ -325,8 +330,7 @@ def _per_node_pays(net: BoundedNetwork, slot: int, need: Tensor, index: Tensor,
     """
     if need.shape[0] < 2 or not index.numel():
         return False
-    if (options.optimize_intermediate and options.method in ("alpha", "beta")
-            and slot >= options.optimize_from):
+    if _optimizes(options, slot):
         return False
     op = net.ops[net.producer(slot)]
     if not isinstance(op, AffineOp) or op.conv is not None:

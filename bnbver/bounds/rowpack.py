@@ -97,11 +97,16 @@ class Pairs:
 Selection = Columns | Pairs
 
 
+def open_mask(rows: Tensor) -> Tensor:
+    """Return the rows still open: a bound not > 0, NaN included (never taken as proven)."""
+    return ~(rows > 0)
+
+
 def open_rows(parent_rows: Tensor) -> Selection | None:
     """Return the rows to optimise given the parents' bounds (B, R): a row is open when its
     bound is not > 0 (NaN included). Pairs when they pay against the union of open rows,
     else the union's columns, else None (every row is open somewhere, or none is)."""
-    open_ = ~(parent_rows > 0)
+    open_ = open_mask(parent_rows)
     union = open_.any(dim=0)
     n_union = int(union.sum())
     if n_union == 0:
