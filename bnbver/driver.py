@@ -187,6 +187,11 @@ def validate_bab_options(bab: Any) -> None:
                          f"must be >= 0, got {bab.iterations} and {bab.child_iterations}")
     if bab.nogood_learn < 0:
         raise InputError("nogood_learn", f"must be >= 0, got {bab.nogood_learn}")
+    if bab.batch_size < 1 or not bab.round_memory >= 0 or not 0 < bab.round_share <= 1:
+        raise InputError("batch_size/round_share/round_memory",
+                         f"need batch_size >= 1, 0 < round_share <= 1 and round_memory >= 0 "
+                         f"GiB (0: auto), got {bab.batch_size}, {bab.round_share} and "
+                         f"{bab.round_memory}")
 
 
 def validate_device(device: str) -> None:

@@ -208,18 +208,6 @@ def test_issue_18_search_logs_progress_at_info_level(
     assert any("nodes" in m and "open" in m and "global lower bound" in m for m in lines)
 
 
-def test_last_rounds_pop_only_the_parents_that_fit() -> None:
-    """A round that would overrun the time left takes fewer parents instead of none (a
-    ResNet round can be a third of a time limit); when not even one fits, the search stops."""
-    from bnbver.bab.loop import _batch_that_fits
-
-    assert _batch_that_fits(256, 100.0, 30.0, 0.1) == 256        # the last round fits
-    assert _batch_that_fits(256, 20.0, 30.0, 0.1) == 140         # 0.7 * 20 / 0.1
-    assert _batch_that_fits(256, 0.05, 30.0, 0.1) == 0           # not one parent: stop
-    assert _batch_that_fits(256, -1.0, 0.0, 0.0) == 0
-    assert _batch_that_fits(8, 20.0, 30.0, 0.1) == 8
-
-
 def _disjunct_instance(seed: int, hidden: list[int], offsets: list[float]):
     """Three one-row disjuncts ``c_j y >= t_j``, each ``t_j`` the exact maximum of ``c_j y``
     plus an offset (negative: that disjunct is reachable)."""

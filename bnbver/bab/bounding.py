@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from bnbver.bab.branching import BranchContext, uses_relu_coeffs
+from bnbver.bab.budget import child_row_bytes
 from bnbver.bab.node import Node
 from bnbver.bab.nogoods import Nogoods, zero_multiplier_splits
 from bnbver.bab.storage import StoredState
@@ -40,6 +41,7 @@ from bnbver.bounds.clip import clip_boxes
 from bnbver.bounds.gradient import gradient_bounds, supports_gradient
 from bnbver.bounds.prepared import AffineOp, BoundedNetwork
 from bnbver.bounds.rounding import outward
+from bnbver.bounds.rowpack import open_mask
 from bnbver.lp.highs import HighsOptions
 from bnbver.lp.relaxation import dual_proof, fixed_node_relaxation, lp_lower_bound
 from bnbver.lp.tighten import TightenOptions, tighten_bounds
@@ -92,6 +94,12 @@ class Payload:
     def single(self) -> NodeState:
         """Return the node's own state (B = 1)."""
         return self.batch_state.take(torch.tensor([self.index]))
+
+    def open_rows(self) -> int | None:
+        """Return how many margin rows the node left open (None: not recorded)."""
+        state = self.batch_state
+        rows = (state.bounds if isinstance(state, StoredState) else state).row_lower
+        return None if rows is None else int(open_mask(rows[self.index]).sum())
 
 
 def gather_masks(payloads: list[Payload]) -> tuple[torch.Tensor, ...]:
@@ -351,6 +359,7 @@ class NodeBounder:
                                   optimize_intermediate=False, seed_beta=False)
         self.net = prepare(network, C, d, self.root_opts)
         self.dtype, self.device = self.net.dtype, self.net.device
+        self.row_bytes = child_row_bytes(self.net)
         # A float32 search takes its root's bounds in float64: children inherit the root's
         # intermediate bounds, so their tightness is paid for once.
         self.root_net = self.net
@@ -459,6 +468,12 @@ class NodeBounder:
         return bound_batch(net, NodeBatch(batch.lower, batch.upper, batch.splits, state),
                            replace(opts, optimize_intermediate=False, intermediate="inherit"),
                            deadline)
+
+    def parent_bytes(self, node: Node) -> float:
+        """Return the estimated working memory, in bytes, of bounding ``node``'s two
+        children (``bab.budget``): each child bounds the rows its parent left open."""
+        rows = node.state.open_rows() if isinstance(node.state, Payload) else None
+        return 2.0 * (self.net.num_rows if rows is None else rows) * self.row_bytes
 
     def _box_tensors(self, lo: np.ndarray, up: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """Return float64 tensors of a box: the engine rounds them outwards itself."""

@@ -25,6 +25,7 @@ import torch
 from bnbver.attack import falsify_boxes
 from bnbver.bab.bounding import BoundedChild, NodeBounder
 from bnbver.bab.branching import choose_branches, default_heuristic, validate_heuristic
+from bnbver.bab.budget import memory_budget, parents_that_fit
 from bnbver.bab.node import Frontier, Node
 from bnbver.bab.proof import ProofBuilder
 from bnbver.bab.record import TreeRecorder
@@ -53,7 +54,14 @@ class BabOptions:
             ``input_split_max_dim`` values and the net has no convolutions).
         branching: heuristic name from ``bnbver.bab.branching.REGISTRY`` (None = default
             for the split kind).
-        batch_size: parent nodes popped per round (children bounded: twice as many).
+        batch_size: parent nodes popped per round (children bounded: twice as many), fewer
+            where their bounding would take more than ``round_memory``.
+        round_share: the largest share of the search's time limit one round may take
+            (fewer parents where a round would take longer, by the last rounds' time per
+            parent; 1 disables).
+        round_memory: GiB of working memory one round's bounding may take (estimated per
+            child and open margin row, ``bnbver.bab.budget``); 0 (auto): an eighth of the
+            device's memory. A round takes at least one parent.
         root_method / child_method: bounds method at the root and for children.
         iterations: alpha/beta optimisation steps per bound call (the root's; a ReLU child's
             unless ``child_iterations`` says otherwise).
@@ -132,6 +140,8 @@ class BabOptions:
     split: str = "auto"
     branching: str | None = None
     batch_size: int = 256
+    round_share: float = 1 / 32
+    round_memory: float = 0.0
     input_split_max_dim: int = 20
     root_method: str = "alpha"
     child_method: str = "beta"
@@ -221,6 +231,7 @@ class _Search:
     last_log: float = 0.0
     clipped: bool = False
     relay: Relay | None = None
+    round_bytes: float = float("inf")
 
 
 def choose_split_kind(network: Network, options: BabOptions) -> str:
@@ -272,7 +283,8 @@ def run_bab(network: Network, prop: Property, options: BabOptions, deadline: flo
                      TreeRecorder(options.record), deadline, time.monotonic(), kind,
                      root_splits or SplitSet(), should_stop, max_open,
                      rng=np.random.default_rng(seed), proof=_proof_builder(bounder, prop),
-                     relay=relay)
+                     relay=relay,
+                     round_bytes=memory_budget(options.round_memory, options.device))
     try:
         return _search(search)
     finally:
@@ -344,11 +356,12 @@ def _search(s: _Search) -> Result:
     if outcome is not None:
         return outcome
     round_time = per_parent = 0.0
+    round_limit = s.options.round_share * (s.deadline - s.started)
     while len(s.frontier):
         # A round that would likely end past the deadline gets only the parents that fit
         # (rounds through a large network take a good share of a time limit); none fit: stop.
-        size = _batch_that_fits(s.options.batch_size, s.deadline - time.monotonic(),
-                                round_time, per_parent)
+        size = parents_that_fit(s.options.batch_size, s.deadline - time.monotonic(),
+                                round_time, per_parent, round_limit)
         if size == 0:
             return _timeout(s)
         if s.should_stop is not None and s.should_stop():
@@ -359,11 +372,11 @@ def _search(s: _Search) -> Result:
                 len(s.frontier)):
             return _split_off(s)
         t0 = time.monotonic()
-        popped = min(size, len(s.frontier))
-        outcome = _round(s, size)
+        parents = s.frontier.pop_batch(size, s.bounder.parent_bytes, s.round_bytes)
+        outcome = _round(s, parents)
         took = time.monotonic() - t0
         round_time = max(round_time * 0.8, took)
-        per_parent = max(per_parent * 0.8, took / popped)
+        per_parent = max(per_parent * 0.8, took / len(parents))
         if outcome is not None:
             return outcome
         _trace(s)
@@ -402,21 +415,8 @@ def _start(s: _Search) -> Result | None:
     return _prune(s, roots, [None] * len(roots))
 
 
-def _batch_that_fits(batch_size: int, left: float, round_time: float,
-                     per_parent: float) -> int:
-    """Return how many parents the next round may pop: all ``batch_size`` when the last
-    round's time ``round_time`` fits in the ``left`` seconds, else as many as fit at
-    ``per_parent`` seconds each with a 30 % margin (0: stop)."""
-    if left <= 0:
-        return 0
-    if round_time < left or per_parent <= 0:
-        return batch_size
-    return min(batch_size, int(0.7 * left / per_parent))
-
-
-def _round(s: _Search, batch_size: int) -> Result | None:
-    """One BaB round: pop a batch -> branch -> bound children -> prune -> push."""
-    parents = s.frontier.pop_batch(batch_size)
+def _round(s: _Search, parents: list[Node]) -> Result | None:
+    """One BaB round: branch the popped ``parents`` -> bound children -> prune -> push."""
     cex = _attack_parents(s, parents)
     if cex is not None:
         return cex

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,16 +73,24 @@ class Frontier:
         heapq.heappush(self._by_bound, (node.lower_bound, -node.depth, key))
         heapq.heappush(self._by_depth, (-node.depth, key))
 
-    def pop_batch(self, k: int) -> list[Node]:
-        """Remove and return up to k nodes (lowest bound first, or deepest past the cap)."""
+    def pop_batch(self, k: int, cost: Callable[[Node], float] | None = None,
+                  budget: float = float("inf")) -> list[Node]:
+        """Remove and return up to k nodes (lowest bound first, or deepest past the cap),
+        and no more than fit in ``budget`` by their ``cost`` (at least one)."""
         heap_is_depth = len(self._nodes) > self.memory_cap
+        heap: list[Any] = self._by_depth if heap_is_depth else self._by_bound
         out: list[Node] = []
-        while self._nodes and len(out) < k:
-            key = (heapq.heappop(self._by_depth)[1] if heap_is_depth
-                   else heapq.heappop(self._by_bound)[2])
-            node = self._nodes.pop(key, None)
+        spent = 0.0
+        while heap and len(out) < k:
+            key = heap[0][-1]
+            node = self._nodes.get(key)
+            if node is not None and cost is not None:
+                spent += cost(node)
+                if out and spent > budget:
+                    break
+            heapq.heappop(heap)
             if node is not None:
-                out.append(node)
+                out.append(self._nodes.pop(key))
         self._compact()
         return out
 
