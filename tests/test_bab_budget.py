@@ -93,6 +93,7 @@ def test_parent_cost_counts_the_rows_the_parent_left_open() -> None:
     assert bounder.parent_bytes(node) == 2 * 1 * bounder.row_bytes
     bare = Node(root.lower, root.upper, root.splits, root.lower_bound, 0, None)
     assert bounder.parent_bytes(bare) == 2 * 2 * bounder.row_bytes   # unknown: every row
+    assert bounder.parent_bytes() == 2 * 2 * bounder.row_bytes       # the most a parent costs
 
 
 @pytest.mark.parametrize("offset", [-0.05, 0.05])

@@ -469,10 +469,12 @@ class NodeBounder:
                            replace(opts, optimize_intermediate=False, intermediate="inherit"),
                            deadline)
 
-    def parent_bytes(self, node: Node) -> float:
+    def parent_bytes(self, node: Node | None = None) -> float:
         """Return the estimated working memory, in bytes, of bounding ``node``'s two
-        children (``bab.budget``): each child bounds the rows its parent left open."""
-        rows = node.state.open_rows() if isinstance(node.state, Payload) else None
+        children (``bab.budget``): each child bounds the rows its parent left open (every
+        row for ``None``: the most a parent can cost)."""
+        rows = node.state.open_rows() if node is not None and isinstance(
+            node.state, Payload) else None
         return 2.0 * (self.net.num_rows if rows is None else rows) * self.row_bytes
 
     def _box_tensors(self, lo: np.ndarray, up: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

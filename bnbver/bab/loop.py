@@ -357,6 +357,10 @@ def _search(s: _Search) -> Result:
         return outcome
     round_time = per_parent = 0.0
     round_limit = s.options.round_share * (s.deadline - s.started)
+    # Costing each popped parent is only needed where a full batch at the most a parent can
+    # cost would overrun the memory budget (never on small nets: no per-node work there).
+    full = s.options.batch_size * s.bounder.parent_bytes()
+    cost = s.bounder.parent_bytes if full > s.round_bytes else None
     while len(s.frontier):
         # A round that would likely end past the deadline gets only the parents that fit
         # (rounds through a large network take a good share of a time limit); none fit: stop.
@@ -372,7 +376,7 @@ def _search(s: _Search) -> Result:
                 len(s.frontier)):
             return _split_off(s)
         t0 = time.monotonic()
-        parents = s.frontier.pop_batch(size, s.bounder.parent_bytes, s.round_bytes)
+        parents = s.frontier.pop_batch(size, cost, s.round_bytes)
         outcome = _round(s, parents)
         took = time.monotonic() - t0
         round_time = max(round_time * 0.8, took)
